@@ -1,0 +1,103 @@
+"""Domain errors of the worker, each with a stable code and a public message.
+
+The HTTP service maps them to status codes in one exception handler; the job
+runner maps ``retriable`` to its exit codes. ``public_message`` is safe to show
+a client; anything internal (tracebacks, paths) stays in the logs.
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base class. Subclasses fix ``code``, ``http_status`` and ``retriable``."""
+
+    code: str = "internal_error"
+    http_status: int = 500
+    retriable: bool = False
+
+    def __init__(self, public_message: str, *, detail: str | None = None) -> None:
+        super().__init__(public_message)
+        self.public_message = public_message
+        # detail: for logs only, never sent to clients.
+        self.detail = detail
+
+
+class BadRequest(WorkerError):
+    code = "bad_request"
+    http_status = 400
+
+
+class EmptyDocument(WorkerError):
+    code = "empty_document"
+    http_status = 400
+
+
+class UnsupportedDocumentType(WorkerError):
+    code = "unsupported_document_type"
+    http_status = 415
+
+
+class DocumentTooLarge(WorkerError):
+    code = "document_too_large"
+    http_status = 413
+
+
+class CorruptDocument(WorkerError):
+    """The bytes do not parse as the declared/detected type (or are hostile, e.g. a zip bomb)."""
+
+    code = "corrupt_document"
+    http_status = 422
+
+
+class InvalidLabels(WorkerError):
+    code = "invalid_labels"
+    http_status = 422
+
+
+class ModelNotFound(WorkerError):
+    """The model directory is missing or incomplete (weights are mounted, never downloaded)."""
+
+    code = "model_not_found"
+    http_status = 503
+
+
+class ModelLoadError(WorkerError):
+    code = "model_load_failed"
+    http_status = 503
+
+
+class GPUMemoryUnavailable(WorkerError):
+    """The GPU-memory gate refused to load or run a model now; try again later."""
+
+    code = "gpu_memory_unavailable"
+    http_status = 503
+    retriable = True
+
+
+class Overloaded(WorkerError):
+    """The endpoint's concurrency limit and bounded queue are full."""
+
+    code = "overloaded"
+    http_status = 503
+    retriable = True
+
+    def __init__(self, public_message: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(public_message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(WorkerError):
+    code = "not_ready"
+    http_status = 503
+    retriable = True
+
+
+class FetchError(WorkerError):
+    """A job input could not be fetched. Retriable unless the source is definitively wrong."""
+
+    code = "fetch_failed"
+    http_status = 502
+
+    def __init__(self, public_message: str, *, retriable: bool, detail: str | None = None) -> None:
+        super().__init__(public_message, detail=detail)
+        self.retriable = retriable
