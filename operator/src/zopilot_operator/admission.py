@@ -1,0 +1,246 @@
+"""One admission round: queued jobs + GPU inventory + claims -> decisions (pure).
+
+Policy:
+
+* **Order.** Priority descending, then arrival (``metadata.creationTimestamp``;
+  a retried job keeps its place), then namespace/name for determinism. Jobs in
+  retry backoff (``eligible_at`` in the future) sit the round out.
+* **Fit.** A job fits a node when the node's effective free memory (its
+  tightest GPU, claims subtracted: see ``reservations.py``) minus the job's
+  ``required_mib`` leaves at least ``safety_margin_mib``, and a pod slot
+  (allocatable ``nvidia.com/gpu`` minus claims on the node) is left.
+* **Best fit.** Among fitting nodes, the one left with the least free memory
+  (ties: node name), which keeps large holes for large jobs.
+* **Multi-GPU nodes.** The device plugin picks the physical GPU, so a node is
+  admitted against as if all its claims sat on its tightest GPU. Safe, but it
+  packs a multi-GPU node like one GPU: prefer one GPU per node (or MIG).
+* **Backfill.** A job that does not fit does not stop later, smaller jobs.
+* **No starvation.** A job that has been eligible for ``starvation_age_s`` and
+  still does not fit *holds* one node: the one closest to fitting it (most free
+  memory among nodes large enough). No later job is placed there, so the node
+  drains until the held job fits. Backfill continues on the other nodes.
+  Holding one node rather than stopping all backfill keeps the cluster busy
+  while still guaranteeing progress; across priorities, higher priority wins
+  by design (a held node may still go to a job ahead in the order).
+* **Fail closed.** A blocked inventory (no, stale or unmatched metrics) admits
+  nothing and gives every job the blocking reason.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from zopilot_operator.gpus import GpuNode, Inventory, NodeInfo, largest_gpu_mib
+from zopilot_operator.planning import Plan, does_not_fit
+from zopilot_operator.reasons import Reason
+from zopilot_operator.reservations import Claim, node_free_mib
+from zopilot_operator.settings import OperatorSettings
+
+
+def gib(mib: int) -> str:
+    """MiB as "17.9 GiB" for messages."""
+    return f"{mib / 1024:.1f} GiB"
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """A queued job as admission sees it."""
+
+    namespace: str
+    name: str
+    uid: str
+    priority: int
+    created_at: datetime  # arrival; ordering
+    eligible_at: datetime  # status.queuedAt: entered (or, in backoff, will enter) the queue
+    required_mib: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def queue_order(item: QueueItem) -> tuple[int, datetime, str, str]:
+    return (-item.priority, item.created_at, item.namespace, item.name)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Admit ``item`` onto ``node``; ``free_mib`` is the node's effective free memory before it."""
+
+    item: QueueItem
+    node: str
+    gpu: str
+    uuid: str
+    required_mib: int
+    free_mib: int
+    gpus_on_node: int
+    decided_at: datetime
+
+    @property
+    def message(self) -> str:
+        where = f"{self.node} gpu {self.gpu}"
+        if self.gpus_on_node > 1:
+            where = f"{self.node} (tightest of its {self.gpus_on_node} GPUs: gpu {self.gpu})"
+        return f"needs {gib(self.required_mib)}; {where} had {gib(self.free_mib)} free"
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """``item`` stays queued this round; ``reason`` is a :class:`Reason` value."""
+
+    item: QueueItem
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AdmissionRound:
+    admitted: tuple[Admission, ...]
+    waiting: tuple[Waiting, ...]
+    deferred: tuple[QueueItem, ...]  # in retry backoff; their status stays as it is
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class _NodeState:
+    node: GpuNode
+    free_mib: int
+    gpu: str
+    uuid: str
+    slots_left: int
+    capacity_mib: int  # smallest GPU of the node: the most a job can ever get here
+    held_for: QueueItem | None = None
+
+
+def _node_states(
+    inventory: Inventory, claims: Sequence[Claim], settings: OperatorSettings
+) -> list[_NodeState]:
+    by_node: dict[str, list[Claim]] = defaultdict(list)
+    for claim in claims:
+        by_node[claim.node].append(claim)
+    states = []
+    for node in sorted(inventory.nodes, key=lambda n: n.name):
+        if not node.gpus:
+            continue
+        node_claims = by_node.get(node.name, [])
+        free, gpu = node_free_mib(node, node_claims, settings)
+        states.append(
+            _NodeState(
+                node=node,
+                free_mib=free,
+                gpu=gpu.index,
+                uuid=gpu.uuid,
+                slots_left=node.slots - len(node_claims),
+                capacity_mib=min(g.capacity_mib for g in node.gpus),
+            )
+        )
+    return states
+
+
+def _waiting(item: QueueItem, states: list[_NodeState], margin: int) -> Waiting:
+    """Why ``item`` did not fit anywhere, in the most useful terms."""
+    need = f"needs {gib(item.required_mib)} + {gib(margin)} margin"
+    if not any(s.capacity_mib - item.required_mib >= margin for s in states):
+        largest = max((s.capacity_mib for s in states), default=0)
+        return Waiting(
+            item, Reason.NO_GPU_LARGE_ENOUGH, f"{need}; largest usable GPU has {gib(largest)}"
+        )
+    roomy = [s for s in states if s.free_mib - item.required_mib >= margin]
+    unheld = [s for s in roomy if s.held_for is None]
+    if unheld:
+        names = ", ".join(s.node.name for s in unheld)
+        return Waiting(
+            item,
+            Reason.WAITING_FOR_GPU_SLOT,
+            f"{need}; memory is free on {names} but every nvidia.com/gpu slot there is taken",
+        )
+    if roomy:
+        holds = ", ".join(f"{s.node.name} for {s.held_for.key}" for s in roomy if s.held_for)
+        return Waiting(item, Reason.HELD_FOR_OLDER_JOB, f"{need}; held: {holds}")
+    best = min(states, key=lambda s: (-s.free_mib, s.node.name))
+    return Waiting(
+        item,
+        Reason.WAITING_FOR_GPU_MEMORY,
+        f"{need}; best GPU has {gib(max(best.free_mib, 0))} free ({best.node.name} gpu {best.gpu})",
+    )
+
+
+def decide(
+    queue: Sequence[QueueItem],
+    inventory: Inventory,
+    claims: Sequence[Claim],
+    now: datetime,
+    settings: OperatorSettings,
+) -> AdmissionRound:
+    """Admit what fits, in order, with best fit, backfill and starvation holds (see module doc)."""
+    ordered = sorted(queue, key=queue_order)
+    deferred = tuple(i for i in ordered if i.eligible_at > now)
+    eligible = [i for i in ordered if i.eligible_at <= now]
+    if inventory.blocked is not None:
+        reason, message = inventory.blocked.reason, inventory.blocked.message
+        waiting = tuple(Waiting(i, reason, message) for i in eligible)
+        return AdmissionRound((), waiting, deferred, inventory.notes)
+
+    margin = settings.safety_margin_mib
+    states = _node_states(inventory, claims, settings)
+    admitted: list[Admission] = []
+    waiting: list[Waiting] = []
+    for item in eligible:
+        fits = [
+            s
+            for s in states
+            if s.held_for is None and s.slots_left > 0 and s.free_mib - item.required_mib >= margin
+        ]
+        if fits:
+            best = min(fits, key=lambda s: (s.free_mib - item.required_mib, s.node.name))
+            admitted.append(
+                Admission(
+                    item=item,
+                    node=best.node.name,
+                    gpu=best.gpu,
+                    uuid=best.uuid,
+                    required_mib=item.required_mib,
+                    free_mib=best.free_mib,
+                    gpus_on_node=len(best.node.gpus),
+                    decided_at=now,
+                )
+            )
+            # Placing r MiB lowers both bounds of every GPU on the node by r
+            # (booked and, until visible, reserved), so the node's free drops by r.
+            best.free_mib -= item.required_mib
+            best.slots_left -= 1
+            continue
+        verdict = _waiting(item, states, margin)
+        waited_s = (now - item.eligible_at).total_seconds()
+        if waited_s >= settings.starvation_age_s:
+            candidates = [
+                s
+                for s in states
+                if s.held_for is None and s.capacity_mib - item.required_mib >= margin
+            ]
+            if candidates:
+                hold = min(candidates, key=lambda s: (-s.free_mib, s.node.name))
+                hold.held_for = item
+                verdict = Waiting(
+                    item,
+                    verdict.reason,
+                    f"{verdict.message}; waiting {waited_s:.0f} s, so {hold.node.name} "
+                    "is held for it (no backfill there)",
+                )
+        waiting.append(verdict)
+    return AdmissionRound(tuple(admitted), tuple(waiting), deferred, inventory.notes)
+
+
+def never_fits(plan: Plan, nodes: Sequence[NodeInfo], settings: OperatorSettings) -> str | None:
+    """Why ``plan`` can never be admitted on these nodes (fail the job at once), or None.
+
+    None also when no node offers the GPU product at all: the job then waits
+    with NoMatchingGPU instead of failing, since nodes may join later.
+    """
+    largest = largest_gpu_mib(nodes, settings)
+    if largest is None:
+        return None
+    return does_not_fit(plan, largest, settings.safety_margin_mib)

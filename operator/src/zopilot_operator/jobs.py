@@ -1,0 +1,84 @@
+"""Read DocumentJob objects (dicts as the API returns them) into the core's terms (pure)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from zopilot_common.spec import DocumentJobSpec
+
+from zopilot_operator.admission import QueueItem
+from zopilot_operator.clock import parse_time
+from zopilot_operator.errors import PermanentError
+from zopilot_operator.planning import Plan
+from zopilot_operator.reasons import Phase, Reason
+from zopilot_operator.reservations import Claim, claims_from_jobs
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def job_key(job: Mapping[str, Any]) -> str:
+    """``namespace/name``, the object reference in logs and messages."""
+    metadata = job.get("metadata") or {}
+    return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+
+
+def job_phase(job: Mapping[str, Any]) -> Phase | None:
+    phase = (job.get("status") or {}).get("phase")
+    try:
+        return Phase(phase) if phase else None
+    except ValueError:
+        return None
+
+
+def job_spec(job: Mapping[str, Any]) -> DocumentJobSpec:
+    """The parsed spec; PermanentError(InvalidSpec) with pydantic's first complaint if it is bad.
+
+    The CRD schema already refuses most bad specs at ``kubectl apply``; this
+    catches what it cannot express (and objects stored before a schema change).
+    """
+    try:
+        return DocumentJobSpec.from_k8s(dict(job.get("spec") or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        raise PermanentError(message, reason=Reason.INVALID_SPEC) from exc
+
+
+def queue_item(job: Mapping[str, Any]) -> QueueItem | None:
+    """The job's place in the queue, or None unless it is Queued with a plan."""
+    if job_phase(job) is not Phase.QUEUED:
+        return None
+    status = job.get("status") or {}
+    plan = Plan.from_status(status)
+    if plan is None:
+        return None
+    metadata = job.get("metadata") or {}
+    created = parse_time(metadata.get("creationTimestamp")) or _EPOCH
+    priority = (job.get("spec") or {}).get("priority", 0)
+    return QueueItem(
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        uid=str(metadata.get("uid", "")),
+        priority=priority if isinstance(priority, int) else 0,
+        created_at=created,
+        eligible_at=parse_time(status.get("queuedAt")) or created,
+        required_mib=plan.required_mib,
+    )
+
+
+def queue_and_claims(jobs: Iterable[Mapping[str, Any]]) -> tuple[list[QueueItem], list[Claim]]:
+    """From all DocumentJobs: the queue and the active claims (one list of jobs, one pass each)."""
+    jobs = list(jobs)
+    queue = [q for q in map(queue_item, jobs) if q is not None]
+    return queue, claims_from_jobs(jobs)
+
+
+def phase_counts(jobs: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Jobs per phase, every phase present (zeros too) so gauges drop to 0."""
+    counts = Counter(job_phase(j) or Phase.PENDING for j in jobs)
+    return {phase.value: counts.get(phase, 0) for phase in Phase}

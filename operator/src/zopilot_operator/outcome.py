@@ -1,0 +1,268 @@
+"""Worker pod state -> the attempt's outcome (pure); ``retry.py`` decides what follows.
+
+The worker's contract (``zopilot-worker run-job``), which this module reads:
+
+* exit 0: done; the termination message is a JSON summary (<= 4 KiB) with
+  ``documents``, ``done``, ``failed``, ``by_label``, ``pages``, ``output_path``;
+* exit 2 (:data:`EXIT_PERMANENT`): the job itself is wrong (bad spec, input
+  that can never be read): failing again would not help;
+* exit 3 (:data:`EXIT_GPU_OOM`): CUDA ran out of memory: re-plan with more;
+* exit 75 (:data:`EXIT_RETRIABLE`, sysexits' EX_TEMPFAIL): try again later;
+* anything else (a crash, a signal): retriable, up to ``spec.retries``.
+
+Kubernetes adds: container reason ``OOMKilled`` (re-plan like a GPU OOM: the
+pod has no memory limit, so this is the kernel OOM killer or a simulated one),
+pod reason ``DeadlineExceeded`` (permanent, like a Job's activeDeadlineSeconds:
+the same batch would run out of time again; raise spec.deadlineSeconds or split
+it), ``Evicted`` and an externally deleted pod (retriable), and a pod that
+never starts within ``pod_pending_timeout_s`` (retriable, after deleting it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from zopilot_operator.clock import parse_time
+from zopilot_operator.podbuilder import WORKER_CONTAINER
+from zopilot_operator.reasons import Reason
+from zopilot_operator.settings import OperatorSettings
+
+EXIT_PERMANENT = 2
+EXIT_GPU_OOM = 3
+EXIT_RETRIABLE = 75
+SUMMARY_MAX_CHARS = 4096
+# Waiting reasons no retry can cure (the operator's own configuration is wrong).
+_BROKEN_POD = frozenset({"InvalidImageName"})
+
+
+class Kind(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Failure(StrEnum):
+    RETRIABLE = "Retriable"
+    PERMANENT = "Permanent"
+    OUT_OF_MEMORY = "OutOfMemory"  # retriable after a re-plan with more memory
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The worker's termination message; ``raw`` keeps text that was not a JSON object."""
+
+    documents: int | None = None
+    done: int | None = None
+    failed: int | None = None
+    by_label: dict[str, int] = field(default_factory=dict)
+    pages: int | None = None
+    output_path: str | None = None
+    error: str | None = None
+    raw: str | None = None
+
+    def results(self) -> dict[str, Any]:
+        """``status.results``."""
+        out: dict[str, Any] = {}
+        if self.by_label:
+            out["byLabel"] = dict(self.by_label)
+        if self.output_path:
+            out["outputPath"] = self.output_path
+        if self.pages is not None:
+            out["pages"] = self.pages
+        if self.raw:
+            out["message"] = self.raw
+        return out
+
+
+def _count(value: Any) -> int | None:
+    # bool is an int in Python; a summary saying "done": true is not a count.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def parse_summary(text: str | None) -> Summary | None:
+    """Parse a termination message defensively: never raises, caps what it keeps."""
+    if not text or not text.strip():
+        return None
+    text = text.strip()[:SUMMARY_MAX_CHARS]
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return Summary(raw=text)
+    if not isinstance(data, dict):
+        return Summary(raw=text)
+    raw_labels = data.get("by_label")
+    by_label = {
+        str(k)[:63]: v
+        for k, v in (raw_labels.items() if isinstance(raw_labels, dict) else ())
+        if _count(v) is not None
+    }
+    error = data.get("error")
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("code")
+    output_path = data.get("output_path")
+    return Summary(
+        documents=_count(data.get("documents")),
+        done=_count(data.get("done")),
+        failed=_count(data.get("failed")),
+        by_label=by_label,
+        pages=_count(data.get("pages")),
+        output_path=output_path if isinstance(output_path, str) else None,
+        error=str(error)[:512] if error else None,
+    )
+
+
+@dataclass(frozen=True)
+class PodOutcome:
+    """What one attempt's pod says now."""
+
+    kind: Kind
+    reason: str
+    message: str
+    failure: Failure | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    summary: Summary | None = None
+    delete_pod: bool = False  # the pod is stuck: delete it before retrying
+
+    @property
+    def gpu_seconds(self) -> float:
+        return gpu_seconds(self.started_at, self.finished_at)
+
+
+def gpu_seconds(started: datetime | None, finished: datetime | None) -> float:
+    """Seconds the worker container held its GPU (0 if it never started)."""
+    if started is None or finished is None:
+        return 0.0
+    return max((finished - started).total_seconds(), 0.0)
+
+
+def cost_usd(seconds: float, settings: OperatorSettings) -> float:
+    return round(seconds * settings.price_per_gpu_second_usd, 6)
+
+
+def _worker_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for status in statuses:
+        if status.get("name") == WORKER_CONTAINER:
+            return dict(status)
+    return dict(statuses[0]) if statuses else {}
+
+
+def _terminated_failure(term: Mapping[str, Any]) -> tuple[Failure, str]:
+    code = term.get("exitCode")
+    if term.get("reason") == "OOMKilled":
+        return Failure.OUT_OF_MEMORY, Reason.OOM_KILLED
+    if code == EXIT_GPU_OOM:
+        return Failure.OUT_OF_MEMORY, Reason.GPU_OUT_OF_MEMORY
+    if code == EXIT_PERMANENT:
+        return Failure.PERMANENT, Reason.WORKER_PERMANENT
+    if code == EXIT_RETRIABLE:
+        return Failure.RETRIABLE, Reason.WORKER_RETRIABLE
+    return Failure.RETRIABLE, Reason.WORKER_FAILED
+
+
+def pod_outcome(
+    pod: Mapping[str, Any] | None, now: datetime, settings: OperatorSettings
+) -> PodOutcome:
+    """Classify a worker pod (None: it is gone) into an outcome."""
+    if pod is None:
+        return PodOutcome(
+            Kind.FAILED, Reason.POD_DELETED, "the worker pod was deleted", Failure.RETRIABLE
+        )
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    container = _worker_status(pod)
+    state = container.get("state") or {}
+    term = state.get("terminated") or {}
+    running = state.get("running") or {}
+    started = parse_time(term.get("startedAt") or running.get("startedAt"))
+    summary = parse_summary(term.get("message"))
+
+    def failed(reason: str, message: str, failure: Failure) -> PodOutcome:
+        return PodOutcome(
+            Kind.FAILED,
+            reason,
+            message,
+            failure,
+            exit_code=term.get("exitCode"),
+            started_at=started,
+            finished_at=parse_time(term.get("finishedAt")) or now,
+            summary=summary,
+        )
+
+    if phase == "Succeeded":
+        return replace(
+            failed(Reason.SUCCEEDED, "worker finished", Failure.RETRIABLE),
+            kind=Kind.SUCCEEDED,
+            failure=None,
+        )
+    if phase == "Failed":
+        if status.get("reason") == "DeadlineExceeded":
+            deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+            message = (
+                f"the attempt ran longer than spec.deadlineSeconds ({deadline} s); "
+                "raise it or split the batch"
+            )
+            return failed(Reason.DEADLINE_EXCEEDED, message, Failure.PERMANENT)
+        if status.get("reason") == "Evicted":
+            message = f"evicted: {status.get('message', '')}".strip()
+            return failed(Reason.EVICTED, message, Failure.RETRIABLE)
+        if not term:
+            message = status.get("message") or "the worker pod failed without a container status"
+            return failed(Reason.WORKER_FAILED, message, Failure.RETRIABLE)
+        failure, reason = _terminated_failure(term)
+        message = f"worker exited with code {term.get('exitCode')}"
+        if term.get("reason") and term.get("reason") != "Error":
+            message += f" ({term['reason']})"
+        detail = (summary.error or summary.raw) if summary else None
+        if detail:
+            message += f": {' '.join(detail.split())[:512]}"
+        return failed(reason, message, failure)
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return failed(Reason.POD_DELETED, "the worker pod is being deleted", Failure.RETRIABLE)
+    if phase == "Running" and running:
+        return PodOutcome(Kind.RUNNING, Reason.RUNNING, "worker running", started_at=started)
+    if phase == "Unknown":
+        # Node lost contact; the node lifecycle controller will fail or evict the pod.
+        message = "pod state unknown (node unreachable?)"
+        return PodOutcome(Kind.RUNNING, Reason.RUNNING, message, started_at=started)
+    return _pending(pod, container, now, settings)
+
+
+def _pending(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    now: datetime,
+    settings: OperatorSettings,
+) -> PodOutcome:
+    waiting = (container.get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in _BROKEN_POD:
+        message = f"{waiting['reason']}: {waiting.get('message', '')}".strip()
+        return PodOutcome(
+            Kind.FAILED, Reason.INVALID_POD_CONFIG, message, Failure.PERMANENT, finished_at=now
+        )
+    message = "waiting to start"
+    if waiting.get("reason"):
+        message = f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            message = f"{cond.get('reason', 'Unschedulable')}: {cond.get('message', '')}".strip()
+    created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    limit = settings.pod_pending_timeout_s
+    if created and (now - created).total_seconds() > limit:
+        return PodOutcome(
+            Kind.FAILED,
+            Reason.POD_STUCK_PENDING,
+            f"the worker pod did not start within {limit:.0f} s ({message})",
+            Failure.RETRIABLE,
+            finished_at=now,
+            delete_pod=True,
+        )
+    return PodOutcome(Kind.PENDING, Reason.POD_PENDING, message)

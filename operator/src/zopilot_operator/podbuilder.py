@@ -1,0 +1,283 @@
+"""The worker pod of one attempt, as a manifest (pure).
+
+Choices worth knowing:
+
+* **One pod per attempt, across restarts.** The name is a function of the job
+  and the attempt (``<job>-a<attempt>``, hashed down to 63 characters), so a
+  second create for the same attempt fails with 409 AlreadyExists instead of
+  starting a second worker; ``kube.create_pod`` then checks that the existing
+  pod is this job's (:func:`pod_belongs_to`).
+* **Pinned by node affinity, not ``nodeName``.** A required affinity on the
+  node's ``metadata.name`` field keeps the real scheduler in the loop, so it
+  still checks ``nvidia.com/gpu`` slots, taints and the node's health;
+  ``nodeName`` would bypass all of that.
+* **Restricted.** The manifest satisfies PodSecurity "restricted": non-root
+  user 10001, no privilege escalation, all capabilities dropped,
+  RuntimeDefault seccomp, read-only root with an emptyDir ``/tmp``, only
+  configMap / PVC / emptyDir volumes, no service account token.
+* **Offline models.** The model claim is mounted read-only and the Hugging Face
+  hub is switched off: a missing model fails fast instead of downloading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from zopilot_common.spec import API_VERSION, KIND, DocumentJobSpec
+
+from zopilot_operator.gpus import GPU_RESOURCE
+from zopilot_operator.settings import OperatorSettings
+
+WORKER_CONTAINER = "worker"
+SPEC_ENV = "ZOPILOT_JOB_SPEC"
+TERMINATION_LOG = "/dev/termination-log"
+# The worker's entrypoint; kept in one place so it changes with the worker's CLI.
+WORKER_COMMAND: tuple[str, ...] = (
+    "zopilot-worker",
+    "run-job",
+    "--spec-env",
+    SPEC_ENV,
+    "--termination-log",
+    TERMINATION_LOG,
+)
+INPUTS_DIR = "/inputs"
+OUTPUTS_DIR = "/outputs"
+WORKER_UID = 10001
+
+LABEL_APP = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_JOB = "zopilot.dev/job"
+LABEL_JOB_UID = "zopilot.dev/job-uid"
+LABEL_ATTEMPT = "zopilot.dev/attempt"
+WORKER_APP = "zopilot-worker"
+OPERATOR_NAME = "zopilot-operator"
+ANNOTATION_REQUIRED_MIB = "zopilot.dev/required-mib"
+ANNOTATION_GPU = "zopilot.dev/gpu"
+ANNOTATION_GPU_UUID = "zopilot.dev/gpu-uuid"
+ANNOTATION_JOB_NAME = "zopilot.dev/job-name"
+
+MAX_NAME = 63  # a DNS label: pod hostnames and label values share this limit
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _shorten(text: str, suffix: str, limit: int = MAX_NAME) -> str:
+    """``text + suffix`` if short enough, else a prefix + 8 hex of sha256(text) + suffix."""
+    if len(text) + len(suffix) <= limit:
+        return text + suffix
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - len(digest) - 1
+    prefix = text[:keep].rstrip("-.")
+    return f"{prefix}-{digest}{suffix}"
+
+
+def worker_pod_name(job_name: str, attempt: int) -> str:
+    """Deterministic, <= 63 characters, distinct per (job, attempt)."""
+    return _shorten(job_name, f"-a{attempt}")
+
+
+def label_value(text: str) -> str:
+    """A valid label value standing for ``text`` (hashed if longer than 63)."""
+    value = _shorten(text, "")
+    if not _LABEL_VALUE.match(value):
+        value = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return value
+
+
+def worker_selector(job_uid: str, attempt: int | None = None) -> str:
+    """Label selector for a job's worker pods (all attempts, or one)."""
+    selector = f"{LABEL_JOB_UID}={job_uid}"
+    return selector if attempt is None else f"{selector},{LABEL_ATTEMPT}={attempt}"
+
+
+def pod_belongs_to(pod: Mapping[str, Any], job_uid: str, attempt: int) -> bool:
+    """True if ``pod`` is the worker of this job's ``attempt`` (labels and controller owner)."""
+    metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    owned = any(
+        ref.get("uid") == job_uid and ref.get("controller")
+        for ref in metadata.get("ownerReferences") or []
+    )
+    return (
+        owned and labels.get(LABEL_JOB_UID) == job_uid and labels.get(LABEL_ATTEMPT) == str(attempt)
+    )
+
+
+def _volumes(
+    spec: DocumentJobSpec, settings: OperatorSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and their mounts: models, /tmp, ConfigMap and claim inputs, the output claim."""
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": settings.model_pvc_name, "readOnly": True},
+        },
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "models", "mountPath": settings.model_mount_path, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    configmaps: list[str] = []
+    claims: list[str] = []
+    for doc in spec.documents:
+        if doc.config_map and doc.config_map.name not in configmaps:
+            configmaps.append(doc.config_map.name)
+        if doc.volume and doc.volume.claim_name not in claims:
+            claims.append(doc.volume.claim_name)
+    for i, name in enumerate(configmaps):
+        volumes.append({"name": f"cm-{i}", "configMap": {"name": name}})
+        mounts.append(
+            {"name": f"cm-{i}", "mountPath": f"{INPUTS_DIR}/configmaps/{name}", "readOnly": True}
+        )
+    output = spec.output.volume.claim_name if spec.output and spec.output.volume else None
+    # One volume per claim: an input claim that is also the output is mounted
+    # twice, read-only under /inputs and writable under /outputs.
+    mounted = [*claims, *([output] if output and output not in claims else [])]
+    for i, claim in enumerate(mounted):
+        vol = f"pvc-{i}"
+        volumes.append(
+            {
+                "name": vol,
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": claim != output},
+            }
+        )
+        if claim in claims:
+            mounts.append(
+                {"name": vol, "mountPath": f"{INPUTS_DIR}/volumes/{claim}", "readOnly": True}
+            )
+        if claim == output:
+            mounts.append({"name": vol, "mountPath": f"{OUTPUTS_DIR}/{claim}"})
+    return volumes, mounts
+
+
+def build_worker_pod(
+    job: Mapping[str, Any],
+    spec: DocumentJobSpec,
+    attempt: int,
+    admission: Mapping[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The pod of ``attempt`` (1-based) for ``job`` on ``admission["node"]`` (its status.admission).
+
+    Raises KeyError if the admission has no node: a pod is only built for an admitted job.
+    """
+    metadata = job["metadata"]
+    name, namespace, uid = metadata["name"], metadata["namespace"], metadata["uid"]
+    node = admission["node"]
+    required_mib = int(admission.get("requiredMiB", 0))
+    volumes, mounts = _volumes(spec, settings)
+    env = {
+        SPEC_ENV: json.dumps(spec.to_k8s(), separators=(",", ":"), sort_keys=True),
+        "ZOPILOT_JOB_NAME": name,
+        "ZOPILOT_JOB_NAMESPACE": namespace,
+        "ZOPILOT_JOB_UID": uid,
+        "ZOPILOT_ATTEMPT": str(attempt),
+        "ZOPILOT_REQUIRED_MIB": str(required_mib),
+        "ZOPILOT_WORKER_MODEL_ROOT": settings.model_mount_path,
+        "ZOPILOT_INPUTS_DIR": INPUTS_DIR,
+        "ZOPILOT_OUTPUTS_DIR": OUTPUTS_DIR,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        # The root filesystem is read-only and user 10001 has no home directory.
+        "HOME": "/tmp",
+        "HF_HOME": "/tmp/huggingface",
+    }
+    tolerations = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    tolerations += [{"key": key, "operator": "Exists"} for key in settings.worker_tolerated_taints]
+    container = {
+        "name": WORKER_CONTAINER,
+        "image": settings.worker_image,
+        "imagePullPolicy": settings.worker_image_pull_policy,
+        "command": list(WORKER_COMMAND),
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "ports": [{"name": "metrics", "containerPort": settings.worker_metrics_port}],
+        "resources": {
+            "requests": {
+                "cpu": settings.worker_cpu_request,
+                "memory": settings.worker_memory_request,
+                GPU_RESOURCE: "1",
+            },
+            # Extended resources must be limited; host memory is not, so a
+            # large document does not get the worker killed mid-batch.
+            "limits": {GPU_RESOURCE: "1"},
+        },
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": worker_pod_name(name, attempt),
+            "namespace": namespace,
+            "labels": {
+                LABEL_APP: WORKER_APP,
+                LABEL_COMPONENT: "worker",
+                LABEL_MANAGED_BY: OPERATOR_NAME,
+                LABEL_JOB: label_value(name),
+                LABEL_JOB_UID: uid,
+                LABEL_ATTEMPT: str(attempt),
+            },
+            "annotations": {
+                ANNOTATION_REQUIRED_MIB: str(required_mib),
+                ANNOTATION_GPU: str(admission.get("gpu", "")),
+                ANNOTATION_GPU_UUID: str(admission.get("uuid", "")),
+                ANNOTATION_JOB_NAME: name,
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": spec.deadline_seconds,
+            "serviceAccountName": settings.worker_service_account,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchFields": [
+                                    {"key": "metadata.name", "operator": "In", "values": [node]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "tolerations": tolerations,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": WORKER_UID,
+                "runAsGroup": WORKER_UID,
+                # Makes the output claim writable by the worker where the volume supports it.
+                "fsGroup": WORKER_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }

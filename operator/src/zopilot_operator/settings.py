@@ -1,0 +1,180 @@
+"""Operator settings: one pydantic-settings class, environment prefix ``ZOPILOT_OPERATOR_``.
+
+Every field states its unit and why its default is what it is. The Helm chart
+sets them through the operator Deployment's environment; tests build
+``OperatorSettings(...)`` directly with the values a case needs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Configuration of one operator process (read once at start)."""
+
+    model_config = SettingsConfigDict(env_prefix="ZOPILOT_OPERATOR_", frozen=True, extra="ignore")
+
+    # --- Prometheus / DCGM ---------------------------------------------------
+    prometheus_url: str = Field(
+        default="http://prometheus:9090",
+        description="Base URL of the Prometheus that scrapes the DCGM exporter "
+        "(the in-cluster Service name of a typical kube-prometheus install).",
+    )
+    prometheus_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds for one Prometheus HTTP request. Admission runs every "
+        "admission_interval_s, so a hung Prometheus must not stall it longer than that.",
+    )
+    metrics_max_age_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="Seconds after which a DCGM sample is stale and not trusted for "
+        "admission. The DCGM exporter samples every 30 s by default: 90 s tolerates two "
+        "missed scrapes before admission stops.",
+    )
+    reservation_settle_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds a worker must have been running, as of a sample's timestamp, "
+        "before that sample is assumed to show the worker's GPU memory. Until then the "
+        "job's requiredMiB is also subtracted from the sampled free memory. The "
+        "predecessor's cold start (model load) took 60-180 s; plus a 30 s scrape interval "
+        "and headroom gives 300 s.",
+    )
+    safety_margin_mib: int = Field(
+        default=1024,
+        ge=0,
+        description="MiB that must stay free on a GPU after placing a job. Covers planner "
+        "error, allocator fragmentation and the driver's own growth; 1 GiB is ~4% of an "
+        "RTX 4090.",
+    )
+    fail_open: bool = Field(
+        default=False,
+        description="When metrics are missing or stale: False (default) admits nothing "
+        "(fail closed, reason on every waiting job); True admits by bookkeeping alone "
+        "(GPU capacity minus the requiredMiB of admitted jobs), blind to memory used by "
+        "anything else.",
+    )
+    gpu_product: str = Field(
+        default="NVIDIA GeForce RTX 4090",
+        description="The GPU model admitted onto, as DCGM's modelName label spells it "
+        "(spaces). Matched against the node label nvidia.com/gpu.product (dashes, maybe a "
+        "-SHARED suffix) after normalising both.",
+    )
+    gpu_memory_mib_fallback: int = Field(
+        default=24564,
+        gt=0,
+        description="MiB of one GPU when neither the node label nvidia.com/gpu.memory nor "
+        "DCGM (free+used+reserved) tells. 24564 is what nvidia-smi reports for an RTX 4090.",
+    )
+    # --- admission ------------------------------------------------------------
+    admission_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between admission rounds. Well below the 30 s DCGM sample "
+        "period would only re-read the same numbers; 10 s keeps queue latency low.",
+    )
+    starvation_age_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds a queued job may wait before smaller, later jobs may no "
+        "longer backfill the GPU it needs (the GPU is then held for it). 15 min: a few "
+        "typical job durations of the predecessor's workload.",
+    )
+    # --- worker pods ------------------------------------------------------------
+    worker_image: str = Field(
+        default="zopilot-worker:0.1.0",
+        description="Image of the worker pods; the chart pins it to the release's tag.",
+    )
+    worker_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent",
+        description="Pull policy of worker pods. Worker images are large (CUDA, torch): "
+        "pull once per node and version.",
+    )
+    worker_namespace_policy: Literal["job"] = Field(
+        default="job",
+        description="Where worker pods run. Only 'job' (the DocumentJob's namespace) is "
+        "possible: owner references (deleting the job deletes its pod) are namespace-local, "
+        "and the job's ConfigMap and PVC inputs live in its namespace.",
+    )
+    worker_tolerated_taints: list[str] = Field(
+        default_factory=list,
+        description="Taint keys (besides nvidia.com/gpu, always tolerated) that worker pods "
+        "tolerate with Exists, e.g. kwok.x-k8s.io/node in the local dev cluster. Nodes with "
+        "other NoSchedule/NoExecute taints are not admitted onto. JSON list in the env.",
+    )
+    worker_service_account: str = Field(
+        default="default",
+        description="ServiceAccount of worker pods, which must exist in the job's namespace "
+        "('default' always does). Its token is not mounted: the worker never calls the API.",
+    )
+    worker_cpu_request: str = Field(
+        default="2",
+        description="CPU request of a worker pod: document parsing and tokenisation run on "
+        "the CPU next to the GPU work.",
+    )
+    worker_memory_request: str = Field(
+        default="16Gi",
+        description="Memory request of a worker pod: from_pretrained stages weight shards "
+        "through host memory while loading (a few GiB per shard) plus documents in flight.",
+    )
+    worker_metrics_port: int = Field(
+        default=8080,
+        gt=0,
+        lt=65536,
+        description="Port of the worker's /metrics and /health while a job runs.",
+    )
+    model_pvc_name: str = Field(
+        default="zopilot-models",
+        description="PersistentVolumeClaim holding the model directories, mounted read-only "
+        "into worker pods. Claims are namespaced: one must exist in every namespace that "
+        "runs DocumentJobs (e.g. ReadOnlyMany claims bound to one shared volume).",
+    )
+    model_mount_path: str = Field(
+        default="/models",
+        description="Where the model claim is mounted in the worker (its model root).",
+    )
+    pod_pending_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds a worker pod may stay unscheduled or unstarted before the "
+        "attempt is given up and retried (a pod that never starts would hold its GPU "
+        "reservation forever; activeDeadlineSeconds only counts once the kubelet has it).",
+    )
+    # --- retries ----------------------------------------------------------------
+    retry_backoff_base_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds before the first retry; attempt n waits base * 2^(n-1). 30 s "
+        "lets transient causes (a node restart, a flaky download) pass.",
+    )
+    retry_backoff_max_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Upper bound in seconds of one retry delay.",
+    )
+    oom_memory_growth_factor: float = Field(
+        default=1.25,
+        gt=1.0,
+        description="An OOM-killed attempt is re-planned with requiredMiB times this "
+        "(capped at what the largest GPU offers). 1.25 is one step that covers the "
+        "planner's known blind spots (fragmentation, long documents) without doubling.",
+    )
+    # --- cost / telemetry ---------------------------------------------------------
+    price_per_gpu_second_usd: float = Field(
+        default=0.00031,
+        ge=0,
+        description="USD per GPU-second for status.costUSD: the RTX 4090 serverless price "
+        "the predecessor paid, so costs compare like for like.",
+    )
+    metrics_port: int = Field(
+        default=8000,
+        gt=0,
+        lt=65536,
+        description="Port of the operator's own /metrics (zopilot_operator_*).",
+    )
