@@ -1,0 +1,156 @@
+"""Prometheus metrics of the worker: every metric name is defined here, once.
+
+``WorkerMetrics`` registers its metrics in the ``CollectorRegistry`` it is
+given (the prometheus/client_python pattern), so every app instance and every
+test gets a fresh registry and no global state is shared. Names follow
+Prometheus conventions: base units, ``_seconds``, ``_bytes``, counters ``_total``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PREFIX = "zopilot_worker"
+
+# Request latencies span 1 ms (/health) to minutes (a cold classification):
+# the RunPod baseline was 10-30 s warm, 60-180 s cold.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+class GPUMemoryCollector(Collector):
+    """GPU memory gauges per CUDA device, collected at scrape time.
+
+    Yields nothing when CUDA is absent, so a CPU-only worker exposes no
+    misleading zeros. ``probe`` is injectable for tests: it returns, per device
+    index, ``(allocated, reserved, free, total)`` in bytes.
+    """
+
+    def __init__(self, probe: Callable[[], dict[int, tuple[int, int, int, int]]] | None = None):
+        self._probe = probe or _torch_gpu_memory
+
+    def collect(self) -> Iterable[Metric]:
+        devices = self._probe()
+        if not devices:
+            return []
+        names = {
+            "allocated": "Bytes held by live tensors of this process (torch allocator).",
+            "reserved": "Bytes reserved by this process's torch caching allocator.",
+            "free": "Free bytes on the device, all processes considered (cudaMemGetInfo).",
+            "total": "Total bytes of the device.",
+        }
+        families = {
+            key: GaugeMetricFamily(f"{PREFIX}_gpu_memory_{key}_bytes", doc, labels=["device"])
+            for key, doc in names.items()
+        }
+        for index, (allocated, reserved, free, total) in sorted(devices.items()):
+            label = [str(index)]
+            families["allocated"].add_metric(label, allocated)
+            families["reserved"].add_metric(label, reserved)
+            families["free"].add_metric(label, free)
+            families["total"].add_metric(label, total)
+        return list(families.values())
+
+
+def _torch_gpu_memory() -> dict[int, tuple[int, int, int, int]]:
+    # Never import torch just to scrape: if nothing imported it, no model runs here.
+    torch: Any = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return {}
+    result = {}
+    for index in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(index)
+        result[index] = (
+            int(torch.cuda.memory_allocated(index)),
+            int(torch.cuda.memory_reserved(index)),
+            int(free),
+            int(total),
+        )
+    return result
+
+
+class WorkerMetrics:
+    """All metrics of one worker process (service or job runner), in one registry."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        gpu_probe: Callable[[], dict[int, tuple[int, int, int, int]]] | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.request_duration = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "HTTP request latency by endpoint (route template) and status code.",
+            ["endpoint", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_requests_in_flight",
+            "Requests of the endpoint running in a worker slot now.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth",
+            "Requests of the endpoint admitted and waiting for a slot now.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            f"{PREFIX}_rejected_requests_total",
+            "Requests refused before any work: overloaded (queue full) or GPU memory busy.",
+            ["endpoint", "reason"],
+            registry=r,
+        )
+        self.documents = Counter(
+            f"{PREFIX}_documents_total",
+            "Documents processed, by detected kind and outcome (ok or the error code).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.pages = Counter(
+            f"{PREFIX}_pages_total",
+            "Pages extracted, by how: text layer, OCR, or left pending OCR.",
+            ["method"],
+            registry=r,
+        )
+        self.classifications = Counter(
+            f"{PREFIX}_classifications_total",
+            "Classifications, by model and chosen label.",
+            ["model", "label"],
+            registry=r,
+        )
+        self.model_load_seconds = Gauge(
+            f"{PREFIX}_model_load_seconds",
+            "Seconds the last load of the model took (cold start).",
+            ["model"],
+            registry=r,
+        )
+        self.model_loaded = Gauge(
+            f"{PREFIX}_model_loaded",
+            "1 while the model is loaded in this process.",
+            ["model"],
+            registry=r,
+        )
+        self.ready = Gauge(f"{PREFIX}_ready", "1 when /ready answers 200.", registry=r)
+        self.job_documents = Gauge(
+            f"{PREFIX}_job_documents",
+            "run-job: documents of the job, by state (total, done, failed).",
+            ["state"],
+            registry=r,
+        )
+        r.register(GPUMemoryCollector(gpu_probe))
+
+    def record_document(self, kind: str, outcome: str, pages_by_method: dict[str, int]) -> None:
+        self.documents.labels(kind=kind, outcome=outcome).inc()
+        for method, count in pages_by_method.items():
+            if count:
+                self.pages.labels(method=method).inc(count)
