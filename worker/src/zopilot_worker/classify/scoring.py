@@ -1,0 +1,210 @@
+"""Prompt construction and label scoring by log-likelihood.
+
+The document is run through the model once; every candidate label is then
+scored in one more forward pass in which all labels' tokens are packed into a
+single sequence after the prompt's KV cache. A 4-D attention mask lets each
+label token see the whole prompt and the earlier tokens of its own label only,
+and position ids restart at the prompt's end for each label, so each label is
+scored exactly as if it followed the prompt alone (the tests check this
+against one full forward pass per label). Packing instead of batching means
+the prompt's KV cache is never copied per label: memory stays at one prompt
+plus the labels' few tokens, which is what the memory planner assumes.
+
+A label's score is the mean log-probability of its tokens (length-normalised,
+so long labels are not penalised for having more tokens); the softmax of those
+means over the label set is the normalised score.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from zopilot_worker.errors import InvalidLabels
+
+MAX_LABELS = 64
+MAX_LABEL_CHARS = 100
+# Text longer than this many characters per allowed token cannot fit; cutting
+# it first saves tokenizing a 500-page document only to keep its head.
+_MAX_CHARS_PER_TOKEN = 16
+_SENTINEL = "\u2063DOCUMENT\u2063"
+
+
+def validate_labels(labels: Sequence[str]) -> list[str]:
+    """The labels as a list, or InvalidLabels saying what to fix."""
+    if isinstance(labels, str):
+        raise InvalidLabels("labels must be a list of strings, not one string")
+    labels = list(labels)
+    if not labels:
+        raise InvalidLabels("at least one label is required")
+    if len(labels) > MAX_LABELS:
+        raise InvalidLabels(f"at most {MAX_LABELS} labels are allowed, got {len(labels)}")
+    for label in labels:
+        if not isinstance(label, str) or not label.strip():
+            raise InvalidLabels("labels must be non-empty strings")
+        if len(label) > MAX_LABEL_CHARS:
+            raise InvalidLabels(f"labels must be at most {MAX_LABEL_CHARS} characters")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise InvalidLabels(f"labels must be unique; repeated: {', '.join(duplicates)}")
+    return labels
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Token ids of the classification prompt, ending where the label begins."""
+
+    input_ids: list[int]
+    tail: str
+    """The text after the document (template end), used to tokenize labels in context."""
+    truncated: bool
+
+
+def instruction(labels: Sequence[str]) -> str:
+    return (
+        "Classify the document into exactly one of these labels: "
+        f"{', '.join(labels)}.\nAnswer with the label only.\n\nDocument:\n"
+    )
+
+
+def build_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    labels: Sequence[str],
+    *,
+    max_input_tokens: int,
+) -> Prompt:
+    """Instruction + the document's first ``max_input_tokens`` tokens + the answer cue.
+
+    Uses the tokenizer's chat template when it has one (instruct models answer
+    after their ``[/INST]``), else a plain "Label:" cue.
+    """
+    if max_input_tokens <= 0:
+        raise ValueError("max_input_tokens must be positive")
+    if tokenizer.chat_template:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": instruction(labels) + _SENTINEL}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        head, tail = str(rendered).split(_SENTINEL, 1)
+        # The template writes the BOS token itself.
+        head_ids = _encode(tokenizer, head, special=False)
+    else:
+        head, tail = instruction(labels), "\n\nLabel:"
+        head_ids = _encode(tokenizer, head, special=True)
+    char_budget = max_input_tokens * _MAX_CHARS_PER_TOKEN
+    doc_ids = _encode(tokenizer, text[:char_budget], special=False)
+    truncated = len(text) > char_budget or len(doc_ids) > max_input_tokens
+    ids = head_ids + doc_ids[:max_input_tokens] + _encode(tokenizer, tail, special=False)
+    return Prompt(input_ids=ids, tail=tail, truncated=truncated)
+
+
+def encode_labels(
+    tokenizer: PreTrainedTokenizerBase, labels: Sequence[str], tail: str
+) -> list[list[int]]:
+    """Token ids of each label as the model would see it after the prompt.
+
+    A label is tokenized together with the prompt's tail and its tail tokens
+    cut off, so word-boundary handling (leading space, SentencePiece's "▁")
+    matches the context it is scored in.
+    """
+    tail_ids = _encode(tokenizer, tail, special=False)
+    encoded = []
+    for label in labels:
+        joint = _encode(tokenizer, f"{tail} {label}", special=False)
+        if joint[: len(tail_ids)] == tail_ids and len(joint) > len(tail_ids):
+            encoded.append(joint[len(tail_ids) :])
+        else:  # the tail merged with the label's first token: tokenize the label alone
+            encoded.append(_encode(tokenizer, f" {label}", special=False))
+    return encoded
+
+
+@torch.inference_mode()
+def label_log_likelihoods(
+    model: PreTrainedModel, prompt_ids: Sequence[int], label_ids: Sequence[Sequence[int]]
+) -> list[float]:
+    """Mean log-probability of each label's tokens after the prompt (see module docstring)."""
+    embeddings = input_embedding_weight(model)
+    device = embeddings.device
+    n_prompt = len(prompt_ids)
+    prompt = torch.tensor([list(prompt_ids)], device=device)
+    # logits_to_keep=1: only the last position's logits (the first label
+    # token's distribution); the full prompt's logits would cost
+    # tokens x vocab x 4 bytes for nothing.
+    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+
+    packed = [t for ids in label_ids for t in ids]
+    segment = torch.tensor([j for j, ids in enumerate(label_ids) for _ in ids], device=device)
+    position = torch.tensor([i for ids in label_ids for i in range(len(ids))], device=device)
+    # Token a may attend to token b of the packed labels iff same label, b not after a.
+    own = (segment[:, None] == segment[None, :]) & (position[None, :] <= position[:, None])
+    visible = torch.cat([own.new_ones(len(packed), n_prompt), own], dim=1)
+    # Additive mask in the attention's dtype (that of the hidden states).
+    dtype = embeddings.dtype
+    mask = torch.zeros(visible.shape, dtype=dtype, device=device)
+    mask.masked_fill_(~visible, torch.finfo(dtype).min)
+    out = model(
+        input_ids=torch.tensor([packed], device=device),
+        position_ids=(position + n_prompt)[None, :],
+        attention_mask=mask[None, None, :, :],
+        cache=out.cache,
+        use_cache=True,
+    )
+    rest = torch.log_softmax(out.logits[0].float(), dim=-1)
+
+    scores, start = [], 0
+    for ids in label_ids:
+        total = first[ids[0]]
+        for k in range(1, len(ids)):
+            # The packed position of token k-1 predicts token k.
+            total = total + rest[start + k - 1, ids[k]]
+        scores.append(float(total) / len(ids))
+        start += len(ids)
+    return scores
+
+
+def softmax(values: Sequence[float]) -> list[float]:
+    top = max(values)
+    exps = [math.exp(v - top) for v in values]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def parse_label(generated: str, labels: Sequence[str]) -> str:
+    """The label a free-text answer names; falls back to the closest label, then the first.
+
+    The earliest mention wins; among labels starting at the same place, the
+    longest (so "credit note" beats "credit").
+    """
+    lowered = generated.lower()
+    found = []
+    for index, label in enumerate(labels):
+        match = re.search(rf"(?<!\w){re.escape(label.lower())}(?!\w)", lowered)
+        if match:
+            found.append((match.start(), -len(label), index))
+    if found:
+        return labels[min(found)[2]]
+    first_line = (lowered.strip().splitlines() or [""])[0].strip(" .,:;!?\"'")
+    guess = difflib.get_close_matches(first_line, [x.lower() for x in labels], n=1)
+    if guess:
+        return next(label for label in labels if label.lower() == guess[0])
+    return labels[0]
+
+
+def input_embedding_weight(model: PreTrainedModel) -> torch.Tensor:
+    """The input embedding matrix: its device takes the inputs, its dtype is the compute dtype."""
+    weight = model.get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str, *, special: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
