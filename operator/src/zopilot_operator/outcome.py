@@ -1,17 +1,18 @@
 """Worker pod state -> the attempt's outcome (pure); ``retry.py`` decides what follows.
 
-The worker's contract (``zopilot-worker run-job``), which this module reads:
+The worker's contract (``zopilot_worker.jobrunner.exitcodes``, mirrored here
+because the operator must not import the worker):
 
 * exit 0: done; the termination message is a JSON summary (<= 4 KiB) with
-  ``documents``, ``done``, ``failed``, ``by_label``, ``pages``, ``output_path``;
-* exit 2 (:data:`EXIT_PERMANENT`): the job itself is wrong (bad spec, input
-  that can never be read): failing again would not help;
-* exit 3 (:data:`EXIT_GPU_OOM`): CUDA ran out of memory: re-plan with more;
+  ``documents``, ``done``, ``failed``, ``byLabel``, ``pages``, ``outputPath``
+  and, on failure, ``message`` (snake_case spellings are accepted too);
+* exit 2 (:data:`EXIT_PERMANENT`): the job cannot succeed as specified;
 * exit 75 (:data:`EXIT_RETRIABLE`, sysexits' EX_TEMPFAIL): try again later;
 * anything else (a crash, a signal): retriable, up to ``spec.retries``.
 
-Kubernetes adds: container reason ``OOMKilled`` (re-plan like a GPU OOM: the
-pod has no memory limit, so this is the kernel OOM killer or a simulated one),
+Kubernetes adds: container reason ``OOMKilled`` (re-planned with more GPU
+memory: the pod has no host-memory limit, so this is the OOM killer acting on
+a worker that outgrew its plan, or the dev pod runner's simulation of it),
 pod reason ``DeadlineExceeded`` (permanent, like a Job's activeDeadlineSeconds:
 the same batch would run out of time again; raise spec.deadlineSeconds or split
 it), ``Evicted`` and an externally deleted pod (retriable), and a pod that
@@ -32,10 +33,11 @@ from zopilot_operator.podbuilder import WORKER_CONTAINER
 from zopilot_operator.reasons import Reason
 from zopilot_operator.settings import OperatorSettings
 
+EXIT_OK = 0
 EXIT_PERMANENT = 2
-EXIT_GPU_OOM = 3
 EXIT_RETRIABLE = 75
 SUMMARY_MAX_CHARS = 4096
+MAX_FAILURES = 10  # failed documents copied into status.results
 # Waiting reasons no retry can cure (the operator's own configuration is wrong).
 _BROKEN_POD = frozenset({"InvalidImageName"})
 
@@ -63,7 +65,8 @@ class Summary:
     by_label: dict[str, int] = field(default_factory=dict)
     pages: int | None = None
     output_path: str | None = None
-    error: str | None = None
+    message: str | None = None  # the worker's explanation (why it stopped)
+    failures: tuple[dict[str, str], ...] = ()  # the first few failed documents
     raw: str | None = None
 
     def results(self) -> dict[str, Any]:
@@ -75,6 +78,8 @@ class Summary:
             out["outputPath"] = self.output_path
         if self.pages is not None:
             out["pages"] = self.pages
+        if self.failures:
+            out["failures"] = [dict(f) for f in self.failures]
         if self.raw:
             out["message"] = self.raw
         return out
@@ -83,6 +88,20 @@ class Summary:
 def _count(value: Any) -> int | None:
     # bool is an int in Python; a summary saying "done": true is not a count.
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _field(data: Mapping[str, Any], camel: str, snake: str) -> Any:
+    return data[camel] if camel in data else data.get(snake)
+
+
+def _failures(value: Any) -> tuple[dict[str, str], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        {str(k)[:63]: str(v)[:256] for k, v in item.items()}
+        for item in value[:MAX_FAILURES]
+        if isinstance(item, dict)
+    )
 
 
 def parse_summary(text: str | None) -> Summary | None:
@@ -96,16 +115,16 @@ def parse_summary(text: str | None) -> Summary | None:
         return Summary(raw=text)
     if not isinstance(data, dict):
         return Summary(raw=text)
-    raw_labels = data.get("by_label")
+    labels = _field(data, "byLabel", "by_label")
     by_label = {
         str(k)[:63]: v
-        for k, v in (raw_labels.items() if isinstance(raw_labels, dict) else ())
+        for k, v in (labels.items() if isinstance(labels, dict) else ())
         if _count(v) is not None
     }
-    error = data.get("error")
-    if isinstance(error, dict):
-        error = error.get("message") or error.get("code")
-    output_path = data.get("output_path")
+    message = data.get("message") or data.get("error")
+    if isinstance(message, dict):
+        message = message.get("message") or message.get("code")
+    output_path = _field(data, "outputPath", "output_path")
     return Summary(
         documents=_count(data.get("documents")),
         done=_count(data.get("done")),
@@ -113,7 +132,8 @@ def parse_summary(text: str | None) -> Summary | None:
         by_label=by_label,
         pages=_count(data.get("pages")),
         output_path=output_path if isinstance(output_path, str) else None,
-        error=str(error)[:512] if error else None,
+        message=str(message)[:512] if message else None,
+        failures=_failures(data.get("failures")),
     )
 
 
@@ -159,8 +179,6 @@ def _terminated_failure(term: Mapping[str, Any]) -> tuple[Failure, str]:
     code = term.get("exitCode")
     if term.get("reason") == "OOMKilled":
         return Failure.OUT_OF_MEMORY, Reason.OOM_KILLED
-    if code == EXIT_GPU_OOM:
-        return Failure.OUT_OF_MEMORY, Reason.GPU_OUT_OF_MEMORY
     if code == EXIT_PERMANENT:
         return Failure.PERMANENT, Reason.WORKER_PERMANENT
     if code == EXIT_RETRIABLE:
@@ -221,7 +239,7 @@ def pod_outcome(
         message = f"worker exited with code {term.get('exitCode')}"
         if term.get("reason") and term.get("reason") != "Error":
             message += f" ({term['reason']})"
-        detail = (summary.error or summary.raw) if summary else None
+        detail = (summary.message or summary.raw) if summary else None
         if detail:
             message += f": {' '.join(detail.split())[:512]}"
         return failed(reason, message, failure)

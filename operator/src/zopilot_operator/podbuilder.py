@@ -35,17 +35,20 @@ from zopilot_operator.settings import OperatorSettings
 WORKER_CONTAINER = "worker"
 SPEC_ENV = "ZOPILOT_JOB_SPEC"
 TERMINATION_LOG = "/dev/termination-log"
-# The worker's entrypoint; kept in one place so it changes with the worker's CLI.
+# The worker's entrypoint (``zopilot-worker run-job`` reads the spec from
+# $ZOPILOT_JOB_SPEC); kept in one place so it changes with the worker's CLI.
 WORKER_COMMAND: tuple[str, ...] = (
     "zopilot-worker",
     "run-job",
-    "--spec-env",
-    SPEC_ENV,
     "--termination-log",
     TERMINATION_LOG,
 )
-INPUTS_DIR = "/inputs"
-OUTPUTS_DIR = "/outputs"
+# Mount layout, the operator's half of the worker's contract (WorkerSettings
+# configmap_root / volume_root, passed explicitly as env below): ConfigMap
+# ``name`` at <CONFIGMAP_ROOT>/<name>/ (a file per key); claim ``claimName`` at
+# <VOLUME_ROOT>/<claimName>/, once, for inputs and output alike.
+CONFIGMAP_ROOT = "/var/run/zopilot/configmaps"
+VOLUME_ROOT = "/var/run/zopilot/volumes"
 WORKER_UID = 10001
 
 LABEL_APP = "app.kubernetes.io/name"
@@ -110,7 +113,7 @@ def pod_belongs_to(pod: Mapping[str, Any], job_uid: str, attempt: int) -> bool:
 def _volumes(
     spec: DocumentJobSpec, settings: OperatorSettings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes and their mounts: models, /tmp, ConfigMap and claim inputs, the output claim."""
+    """Volumes and their mounts: models, /tmp, ConfigMap inputs, claims (inputs and output)."""
     volumes: list[dict[str, Any]] = [
         {
             "name": "models",
@@ -129,29 +132,26 @@ def _volumes(
             configmaps.append(doc.config_map.name)
         if doc.volume and doc.volume.claim_name not in claims:
             claims.append(doc.volume.claim_name)
+    output = spec.output.volume.claim_name if spec.output and spec.output.volume else None
+    if output and output not in claims:
+        claims.append(output)
     for i, name in enumerate(configmaps):
         volumes.append({"name": f"cm-{i}", "configMap": {"name": name}})
         mounts.append(
-            {"name": f"cm-{i}", "mountPath": f"{INPUTS_DIR}/configmaps/{name}", "readOnly": True}
+            {"name": f"cm-{i}", "mountPath": f"{CONFIGMAP_ROOT}/{name}", "readOnly": True}
         )
-    output = spec.output.volume.claim_name if spec.output and spec.output.volume else None
-    # One volume per claim: an input claim that is also the output is mounted
-    # twice, read-only under /inputs and writable under /outputs.
-    mounted = [*claims, *([output] if output and output not in claims else [])]
-    for i, claim in enumerate(mounted):
-        vol = f"pvc-{i}"
+    for i, claim in enumerate(claims):
+        # Inputs are read-only; only the output claim (even if it holds inputs too) is writable.
+        read_only = claim != output
         volumes.append(
             {
-                "name": vol,
-                "persistentVolumeClaim": {"claimName": claim, "readOnly": claim != output},
+                "name": f"pvc-{i}",
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only},
             }
         )
-        if claim in claims:
-            mounts.append(
-                {"name": vol, "mountPath": f"{INPUTS_DIR}/volumes/{claim}", "readOnly": True}
-            )
-        if claim == output:
-            mounts.append({"name": vol, "mountPath": f"{OUTPUTS_DIR}/{claim}"})
+        mounts.append(
+            {"name": f"pvc-{i}", "mountPath": f"{VOLUME_ROOT}/{claim}", "readOnly": read_only}
+        )
     return volumes, mounts
 
 
@@ -179,8 +179,10 @@ def build_worker_pod(
         "ZOPILOT_ATTEMPT": str(attempt),
         "ZOPILOT_REQUIRED_MIB": str(required_mib),
         "ZOPILOT_WORKER_MODEL_ROOT": settings.model_mount_path,
-        "ZOPILOT_INPUTS_DIR": INPUTS_DIR,
-        "ZOPILOT_OUTPUTS_DIR": OUTPUTS_DIR,
+        "ZOPILOT_WORKER_CONFIGMAP_ROOT": CONFIGMAP_ROOT,
+        "ZOPILOT_WORKER_VOLUME_ROOT": VOLUME_ROOT,
+        "ZOPILOT_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
+        "ZOPILOT_WORKER_TERMINATION_LOG": TERMINATION_LOG,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         # The root filesystem is read-only and user 10001 has no home directory.
