@@ -32,6 +32,10 @@ _UNITS = {"pptx": (re.compile(r"ppt/slides/slide\d+\.xml"), "slides"),
           "xlsx": (re.compile(r"xl/worksheets/sheet\d+\.xml"), "sheets")}
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
 def _bomb(kind: Kind, why: str, detail: str) -> CorruptDocument:
     return CorruptDocument(
         f"The {kind.upper()} file was refused: {why}. It looks like a zip bomb or a damaged "
@@ -62,8 +66,8 @@ def check_ooxml(data: bytes, kind: Kind, settings: ExtractSettings) -> int:
             raise _bomb(kind, f"one part inflates {size // packed}x", f"{info.filename}: "
                         f"{size} bytes from {packed}")
     if total > settings.max_uncompressed_bytes:
-        raise _bomb(kind, f"it inflates to {total // 2**20} MiB (limit "
-                    f"{settings.max_uncompressed_bytes // 2**20} MiB)", f"total {total}")
+        raise _bomb(kind, f"it inflates to {_size(total)} (limit "
+                    f"{_size(settings.max_uncompressed_bytes)})", f"total {total}")
     if total > _RATIO_FLOOR_BYTES and total / max(compressed, 1) > settings.max_compression_ratio:
         raise _bomb(kind, f"it inflates {total // compressed}x", f"{total} from {compressed}")
 

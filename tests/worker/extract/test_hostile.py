@@ -1,0 +1,157 @@
+"""Hostile and broken inputs: each raises the right WorkerError, fast, with bounded memory."""
+
+from __future__ import annotations
+
+import io
+import time
+import tracemalloc
+import zipfile
+
+import pytest
+from zopilot_worker.errors import (
+    BadRequest,
+    CorruptDocument,
+    DocumentTooLarge,
+    EmptyDocument,
+    UnsupportedDocumentType,
+    WorkerError,
+)
+from zopilot_worker.extract import Extractor, ExtractSettings
+from zopilot_worker.testing.documents import (
+    make_corrupt_pdf,
+    make_docx,
+    make_pptx,
+    make_text_pdf,
+    make_xlsx,
+    make_zip_bomb_docx,
+)
+
+
+def _raises(extractor: Extractor, data: bytes, name: str, error: type[WorkerError],
+            content_type: str | None = None) -> WorkerError:
+    start = time.perf_counter()
+    with pytest.raises(error) as info:
+        extractor.extract(data, name, content_type)
+    assert time.perf_counter() - start < 2.0, "hostile input must be refused fast"
+    assert info.value.public_message and "/tmp" not in info.value.public_message
+    return info.value
+
+
+def test_empty_file(extractor: Extractor) -> None:
+    _raises(extractor, b"", "empty.pdf", EmptyDocument)
+
+
+def test_oversize_is_refused_before_parsing() -> None:
+    small = Extractor(ExtractSettings(max_bytes=1000))
+    err = _raises(small, make_text_pdf(["x" * 5000]), "big.pdf", DocumentTooLarge)
+    assert "limit is 1000" in err.public_message
+
+
+def test_too_many_pdf_pages() -> None:
+    err = _raises(Extractor(ExtractSettings(max_pages=2)), make_text_pdf(["a", "b", "c"]),
+                  "long.pdf", DocumentTooLarge)
+    assert "3 pages" in err.public_message
+
+
+def test_too_many_slides_is_refused_before_parsing() -> None:
+    deck = make_pptx(None, [("a", "1"), ("b", "2"), ("c", "3")])
+    err = _raises(Extractor(ExtractSettings(max_pages=2)), deck, "deck.pptx", DocumentTooLarge)
+    assert "3 slides" in err.public_message
+
+
+def test_password_protected_pdf(extractor: Extractor) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_text_pdf(["secret"]))))
+    writer.encrypt(user_password="s3cret", algorithm="RC4-128")
+    buf = io.BytesIO()
+    writer.write(buf)
+    err = _raises(extractor, buf.getvalue(), "locked.pdf", CorruptDocument)
+    assert "password-protected" in err.public_message
+
+
+def test_corrupt_pdf(extractor: Extractor) -> None:
+    _raises(extractor, make_corrupt_pdf(), "broken.pdf", CorruptDocument)
+
+
+def test_truncated_docx(extractor: Extractor) -> None:
+    data = make_docx(None, "T", ["p"])
+    _raises(extractor, data[: len(data) // 2], "half.docx", CorruptDocument)
+
+
+def test_docx_whose_xml_is_garbage(extractor: Extractor) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("word/document.xml", "<<< not xml")
+    _raises(extractor, buf.getvalue(), "bad.docx", CorruptDocument)
+
+
+def test_zip_bomb_docx_fails_fast_with_bounded_memory(extractor: Extractor) -> None:
+    bomb = make_zip_bomb_docx()  # ~0.3 MB that inflates to 256 MiB
+    tracemalloc.start()
+    try:
+        err = _raises(extractor, bomb, "bomb.docx", CorruptDocument)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "zip bomb" in err.public_message
+    assert peak < 8 * 2**20, f"peak {peak} bytes: something inflated the bomb"
+
+
+def test_zip_bomb_by_total_size() -> None:
+    tight = Extractor(ExtractSettings(max_uncompressed_bytes=1000))
+    err = _raises(tight, make_xlsx(None, {"S": [["a"]]}), "s.xlsx", CorruptDocument)
+    assert "inflates to" in err.public_message and "(limit 1000 bytes)" in err.public_message
+
+
+def test_elf_named_pdf(extractor: Extractor) -> None:
+    elf = b"\x7fELF\x02\x01\x01\x00" + bytes(120)
+    err = _raises(extractor, elf, "invoice.pdf", UnsupportedDocumentType, "application/pdf")
+    assert "ELF executable" in err.public_message
+
+
+def test_windows_exe_named_pdf(extractor: Extractor) -> None:
+    exe = b"MZ\x90\x00\x03\x00\x00\x00" + bytes(120)
+    _raises(extractor, exe, "invoice.pdf", UnsupportedDocumentType)
+
+
+def test_content_type_mismatch(extractor: Extractor) -> None:
+    err = _raises(extractor, make_text_pdf(["hi"]), "a.pdf", UnsupportedDocumentType,
+                  "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+    assert "content is PDF" in err.public_message and "says DOCX" in err.public_message
+
+
+def test_extension_mismatch(extractor: Extractor) -> None:
+    _raises(extractor, make_docx(None, "T", ["p"]), "report.pdf", UnsupportedDocumentType)
+
+
+def test_plain_zip_is_not_a_document(extractor: Extractor) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("hello.txt", "hi")
+    _raises(extractor, buf.getvalue(), "x.docx", UnsupportedDocumentType)
+
+
+def test_unknown_binary(extractor: Extractor) -> None:
+    _raises(extractor, bytes(range(256)) * 4, "blob", UnsupportedDocumentType)
+
+
+def test_unsupported_content_type(extractor: Extractor) -> None:
+    _raises(extractor, b"hello", "a.txt", UnsupportedDocumentType, "image/png")
+
+
+def test_bad_ocr_mode(extractor: Extractor) -> None:
+    with pytest.raises(BadRequest):
+        extractor.extract(b"hello", "a.txt", ocr="sometimes")  # type: ignore[arg-type]
+
+
+def test_encrypted_zip_entry(extractor: Extractor) -> None:
+    data = bytearray(make_docx(None, "T", ["p"]))
+    # Set the "encrypted" flag bit of every central-directory entry.
+    pos = data.find(b"PK\x01\x02")
+    while pos != -1:
+        data[pos + 8] |= 0x1
+        pos = data.find(b"PK\x01\x02", pos + 4)
+    err = _raises(extractor, bytes(data), "locked.docx", CorruptDocument)
+    assert "encrypted" in err.public_message
