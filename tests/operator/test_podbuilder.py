@@ -1,0 +1,333 @@
+"""The worker pod manifest: names, ownership, pinning, mounts, env, PodSecurity "restricted"."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from kubernetes.client import V1Pod
+from zopilot_common.spec import DocumentJobSpec
+
+from zopilot_operator.podbuilder import (
+    ANNOTATION_REQUIRED_MIB,
+    CONFIGMAP_ROOT,
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_JOB_UID,
+    VOLUME_ROOT,
+    WORKER_COMMAND,
+    build_worker_pod,
+    label_value,
+    pod_belongs_to,
+    worker_pod_name,
+    worker_selector,
+)
+from zopilot_operator.settings import OperatorSettings
+from zopilot_operator.testing import JobBuilder
+
+SETTINGS = OperatorSettings(worker_image="registry.example/zopilot-worker:1.2.3")
+ADMISSION = {"node": "gpu-b", "gpu": "0", "uuid": "GPU-123", "requiredMiB": 20480}
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def build(
+    job: dict[str, Any], attempt: int = 1, settings: OperatorSettings = SETTINGS
+) -> dict[str, Any]:
+    spec = DocumentJobSpec.from_k8s(job["spec"])
+    return build_worker_pod(job, spec, attempt, ADMISSION, settings)
+
+
+JOB = (
+    JobBuilder("march-invoices", "finance")
+    .spec(
+        documents=[
+            {"url": "https://files.example/a.pdf"},
+            {"configMap": {"name": "inbox", "key": "b.docx"}},
+            {"configMap": {"name": "inbox", "key": "c.docx"}},
+            {"volume": {"claimName": "scans", "path": "march/*.pdf"}},
+            {"volume": {"claimName": "results", "path": "in/*.pdf"}},
+        ],
+        tasks=["extract", "classify"],
+        classify={"labels": ["invoice", "receipt"]},
+        output={"volume": {"claimName": "results", "path": "march/"}},
+        deadlineSeconds=1800,
+    )
+    .obj()
+)
+
+
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    [c] = pod["spec"]["containers"]
+    return c
+
+
+def env(pod: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(pod)["env"]}
+
+
+def test_manifest_is_a_valid_v1_pod() -> None:
+    # The client's model forbids unknown fields: a typo in a field name fails here.
+    V1Pod.model_validate(build(JOB))
+
+
+def test_manifest_is_deterministic() -> None:
+    assert json.dumps(build(JOB), sort_keys=True) == json.dumps(build(JOB), sort_keys=True)
+
+
+# --- PodSecurity "restricted" (policy version latest), checked statically ---------------
+
+ALLOWED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+    "persistentVolumeClaim", "projected", "secret",
+}  # fmt: skip
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    spec = pod["spec"]
+    pod_sc = spec.get("securityContext", {})
+    problems = []
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            problems.append(key)
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            problems.append(f"volume {volume['name']}: {kinds}")
+    for c in spec["containers"] + spec.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            problems.append(f"{c['name']}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{c['name']}: allowPrivilegeEscalation")
+        if (
+            not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot"))
+            or sc.get("runAsNonRoot") is False
+        ):
+            problems.append(f"{c['name']}: runAsNonRoot")
+        if 0 in (sc.get("runAsUser"), pod_sc.get("runAsUser")):
+            problems.append(f"{c['name']}: runAsUser 0")
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{c['name']}: seccompProfile {seccomp}")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            problems.append(f"{c['name']}: capabilities.drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{c['name']}: capabilities.add")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            problems.append(f"{c['name']}: hostPort")
+    return problems
+
+
+def test_manifest_passes_pod_security_restricted() -> None:
+    assert restricted_violations(build(JOB)) == []
+
+
+def test_the_restricted_checker_can_fail() -> None:
+    pod = build(JOB)
+    container(pod)["securityContext"]["allowPrivilegeEscalation"] = True
+    pod["spec"]["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
+    assert restricted_violations(pod) == [
+        "volume h: {'hostPath'}",
+        "worker: allowPrivilegeEscalation",
+    ]
+
+
+def test_hardening_beyond_restricted() -> None:
+    pod = build(JOB)
+    assert container(pod)["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["enableServiceLinks"] is False
+    assert {"name": "tmp", "mountPath": "/tmp"} in container(pod)["volumeMounts"]
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job_name", "attempt", "expected"),
+    [
+        ("march-invoices", 1, "march-invoices-a1"),
+        ("march-invoices", 12, "march-invoices-a12"),
+        ("a" * 60, 1, "a" * 60 + "-a1"),  # exactly 63
+    ],
+)
+def test_short_names_are_readable(job_name: str, attempt: int, expected: str) -> None:
+    assert worker_pod_name(job_name, attempt) == expected
+
+
+@pytest.mark.parametrize("job_name", ["x" * 61, "y" * 253, "a.b." + "c" * 100, "d-" * 40])
+@pytest.mark.parametrize("attempt", [1, 10])
+def test_long_names_are_hashed_to_63(job_name: str, attempt: int) -> None:
+    name = worker_pod_name(job_name, attempt)
+    assert len(name) <= 63
+    assert DNS_SUBDOMAIN.match(name), name
+    assert name.endswith(f"-a{attempt}")
+    assert name == worker_pod_name(job_name, attempt)
+
+
+def test_names_differ_per_attempt_and_per_job() -> None:
+    base = "p" * 100
+    names = {worker_pod_name(j, a) for j in (base + "1", base + "2") for a in (1, 2)}
+    assert len(names) == 4
+
+
+@pytest.mark.parametrize("text", ["short", "z" * 63, "z" * 64, "y" * 253, "a.b-c_d"])
+def test_label_value(text: str) -> None:
+    value = label_value(text)
+    assert len(value) <= 63
+    assert re.match(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", value)
+    assert (value == text) is (len(text) <= 63)
+
+
+# --- ownership, pinning, resources ----------------------------------------------------------
+
+
+def test_metadata() -> None:
+    meta = build(JOB, attempt=2)["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("march-invoices-a2", "finance")
+    assert meta["labels"] == {
+        "app.kubernetes.io/name": "zopilot-worker",
+        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/managed-by": "zopilot-operator",
+        LABEL_JOB: "march-invoices",
+        LABEL_JOB_UID: "uid-finance-march-invoices",
+        LABEL_ATTEMPT: "2",
+    }
+    assert meta["annotations"][ANNOTATION_REQUIRED_MIB] == "20480"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "zopilot.dev/v1alpha1",
+            "kind": "DocumentJob",
+            "name": "march-invoices",
+            "uid": "uid-finance-march-invoices",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def test_pinned_by_required_affinity_not_node_name() -> None:
+    spec = build(JOB)["spec"]
+    assert "nodeName" not in spec
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms == {
+        "nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-b"]}]}
+        ]
+    }
+
+
+def test_tolerations() -> None:
+    settings = OperatorSettings(worker_tolerated_taints=["kwok.x-k8s.io/node"])
+    assert build(JOB, settings=settings)["spec"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "kwok.x-k8s.io/node", "operator": "Exists"},
+    ]
+
+
+def test_run_settings() -> None:
+    pod = build(JOB)
+    c = container(pod)
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["activeDeadlineSeconds"] == 1800
+    assert c["image"] == "registry.example/zopilot-worker:1.2.3"
+    assert c["command"] == list(WORKER_COMMAND)
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert c["resources"] == {
+        "requests": {"cpu": "2", "memory": "16Gi", "nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1"},
+    }
+
+
+def test_env() -> None:
+    values = env(build(JOB, attempt=3))
+    assert DocumentJobSpec.model_validate_json(
+        values["ZOPILOT_JOB_SPEC"]
+    ) == DocumentJobSpec.from_k8s(JOB["spec"])
+    assert {k: values[k] for k in values if k != "ZOPILOT_JOB_SPEC"} == {
+        "ZOPILOT_JOB_NAME": "march-invoices",
+        "ZOPILOT_JOB_NAMESPACE": "finance",
+        "ZOPILOT_JOB_UID": "uid-finance-march-invoices",
+        "ZOPILOT_ATTEMPT": "3",
+        "ZOPILOT_REQUIRED_MIB": "20480",
+        "ZOPILOT_WORKER_MODEL_ROOT": "/models",
+        "ZOPILOT_WORKER_CONFIGMAP_ROOT": CONFIGMAP_ROOT,
+        "ZOPILOT_WORKER_VOLUME_ROOT": VOLUME_ROOT,
+        "ZOPILOT_WORKER_METRICS_PORT": "8080",
+        "ZOPILOT_WORKER_TERMINATION_LOG": "/dev/termination-log",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HOME": "/tmp",
+        "HF_HOME": "/tmp/huggingface",
+    }
+
+
+def test_volumes_and_mounts() -> None:
+    pod = build(JOB)
+    volumes = {v["name"]: {k: v[k] for k in v if k != "name"} for v in pod["spec"]["volumes"]}
+    mounts = {
+        m["mountPath"]: (m["name"], m.get("readOnly", False))
+        for m in container(pod)["volumeMounts"]
+    }
+    assert volumes == {
+        "models": {"persistentVolumeClaim": {"claimName": "zopilot-models", "readOnly": True}},
+        "tmp": {"emptyDir": {}},
+        "cm-0": {"configMap": {"name": "inbox"}},
+        "pvc-0": {"persistentVolumeClaim": {"claimName": "scans", "readOnly": True}},
+        # An input claim that is also the output: mounted once, writable.
+        "pvc-1": {"persistentVolumeClaim": {"claimName": "results", "readOnly": False}},
+    }
+    assert mounts == {
+        "/models": ("models", True),
+        "/tmp": ("tmp", False),
+        f"{CONFIGMAP_ROOT}/inbox": ("cm-0", True),
+        f"{VOLUME_ROOT}/scans": ("pvc-0", True),
+        f"{VOLUME_ROOT}/results": ("pvc-1", False),
+    }
+    assert all(DNS_LABEL.match(name) for name in volumes)
+
+
+def test_url_only_job_mounts_only_models_and_tmp() -> None:
+    pod = build(JobBuilder("plain").obj())
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["models", "tmp"]
+
+
+def test_model_volume_follows_settings() -> None:
+    settings = OperatorSettings(model_pvc_name="weights", model_mount_path="/mnt/models")
+    pod = build(JOB, settings=settings)
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "weights"
+    assert env(pod)["ZOPILOT_WORKER_MODEL_ROOT"] == "/mnt/models"
+
+
+def test_no_admission_no_pod() -> None:
+    spec = DocumentJobSpec.from_k8s(JOB["spec"])
+    with pytest.raises(KeyError):
+        build_worker_pod(JOB, spec, 1, {}, SETTINGS)
+
+
+# --- ownership check used on 409 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "belongs"),
+    [
+        (lambda p: None, True),
+        (lambda p: p["metadata"]["labels"].update({LABEL_ATTEMPT: "2"}), False),
+        (lambda p: p["metadata"]["labels"].update({LABEL_JOB_UID: "other"}), False),
+        (lambda p: p["metadata"].pop("ownerReferences"), False),
+        (lambda p: p["metadata"]["ownerReferences"][0].update(controller=False), False),
+    ],
+)
+def test_pod_belongs_to(mutate: Any, belongs: bool) -> None:
+    pod = build(JOB)
+    mutate(pod)
+    assert pod_belongs_to(pod, "uid-finance-march-invoices", 1) is belongs
+
+
+def test_worker_selector() -> None:
+    assert worker_selector("u") == "zopilot.dev/job-uid=u"
+    assert worker_selector("u", 2) == "zopilot.dev/job-uid=u,zopilot.dev/attempt=2"
