@@ -10,7 +10,6 @@ import random
 from datetime import datetime
 
 import pytest
-
 from zopilot_operator.admission import AdmissionRound, QueueItem, decide, never_fits
 from zopilot_operator.errors import MetricsUnavailable
 from zopilot_operator.gpus import Inventory, NodeInfo, build_inventory, node_info

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from zopilot_operator.errors import MetricsUnavailable
 from zopilot_operator.gpus import (
     GpuSample,

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-
 from zopilot_operator.outcome import (
     EXIT_PERMANENT,
     EXIT_RETRIABLE,

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from kubernetes.client import V1Pod
 from zopilot_common.spec import DocumentJobSpec
-
 from zopilot_operator.podbuilder import (
     ANNOTATION_REQUIRED_MIB,
     CONFIGMAP_ROOT,

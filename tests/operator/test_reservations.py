@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-
 from zopilot_operator.gpus import Gpu, GpuNode
 from zopilot_operator.reservations import (
     Claim,

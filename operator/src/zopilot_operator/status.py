@@ -50,9 +50,9 @@ class _Patch:
         return self.set(phase=phase.value, reason=reason, message=message)
 
     def build(self) -> dict[str, Any]:
-        fields = dict(self._fields)
-        fields["conditions"] = self._conditions
-        patch = {k: v for k, v in fields.items() if _differs(self._status, k, v)}
+        patch = {k: v for k, v in self._fields.items() if _differs(self._status, k, v)}
+        if self._conditions != list(self._status.get("conditions") or ()):
+            patch["conditions"] = self._conditions
         if patch and self._generation is not None:
             patch["observedGeneration"] = self._generation
         return patch
