@@ -25,8 +25,8 @@ export CGO_ENABLED=0
 # ./staging paths that do not exist in the module zip; we derive "=> k8s.io/X
 # v0.MINOR.PATCH" lines from that release's own go.mod rather than by hand.
 build_kube() {
-  local v="$KUBE_VERSION" d="$cache/src/kube-$KUBE_VERSION"
-  local out="$bin/kube-$v"
+  local v="$KUBE_VERSION"
+  local d="$cache/src/kube-$v" out="$bin/kube-$v"
   if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kube-scheduler" && -x "$out/kubectl" ]]; then return; fi
   log "building Kubernetes $v (cold: ~15-25 min on 2 cores)"
   mkdir -p "$d" "$out"
@@ -71,7 +71,8 @@ GO
 # build_etcd: etcd's own `go install` fails on its replace lines, so a tiny
 # wrapper module calls go.etcd.io/etcd/server/v3/etcdmain.Main.
 build_etcd() {
-  local v="$ETCD_VERSION" d="$cache/src/etcd-$ETCD_VERSION" out="$bin/etcd-$v"
+  local v="$ETCD_VERSION"
+  local d="$cache/src/etcd-$v" out="$bin/etcd-$v"
   [[ -x "$out/etcd" ]] && return
   log "building etcd $v"
   mkdir -p "$d" "$out"

@@ -1,0 +1,40 @@
+# ZopilotGPU: the two commands that matter on a fresh machine are
+#   make demo   - local cluster + operator + sample DocumentJobs, results table
+#   make test   - every test (installs what it needs first)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+
+.PHONY: help deps doctor test test-fast lint demo cluster-up cluster-down clean
+
+help:
+	@echo "make demo   run the end-to-end demo on the local cluster"
+	@echo "make test   install everything needed and run every test"
+	@echo "make lint   ruff + mypy"
+
+deps:
+	@bash dev/install-deps.sh
+
+doctor: deps
+	$(PY) -m zopilot_worker.doctor
+
+# pytest exits 5 when it collected no tests: that must fail, never pass silently.
+test: deps doctor
+	@$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: deps
+	$(PY) -m pytest -m "not cluster and not slow"
+
+lint: deps
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+demo: deps
+	$(PY) -m zopilot_dev.demo
+
+cluster-up: deps
+	dev/cluster up
+
+cluster-down:
+	dev/cluster down

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything the tests and the demo need on a fresh machine:
+#   1. Debian packages (Prometheus + promtool),
+#   2. uv and the Python workspace from uv.lock (NumPy 2 stack, frozen),
+#   3. the Go-built control-plane binaries (dev/tools.sh, cached by version).
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+log() { printf '[deps] %s\n' "$*" >&2; }
+UV_VERSION=0.13.9
+
+apt_pkgs=()
+command -v prometheus >/dev/null || apt_pkgs+=(prometheus)
+command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+if ((${#apt_pkgs[@]})); then
+  log "installing Debian packages: ${apt_pkgs[*]}"
+  sudo_=""; [[ $(id -u) == 0 ]] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+fi
+
+if ! command -v uv >/dev/null || [[ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]]; then
+  log "installing uv $UV_VERSION"
+  python3 -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+fi
+log "syncing the Python workspace (uv.lock, frozen)"
+uv sync --all-packages --frozen --quiet
+
+log "building/reusing the control-plane binaries"
+bash dev/tools.sh >/dev/null
+log "ready"

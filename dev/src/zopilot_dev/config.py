@@ -1,0 +1,93 @@
+"""Local cluster configuration and its on-disk state.
+
+Everything about one cluster lives under one directory (``state_dir``):
+the kubeconfig, kwokctl's work dir, ``state.json`` (ports, pids) and ``logs/``
+with the log of every component, so a failing test can print their tails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+# The NVIDIA GPU operator's labels for an RTX 4090 (gpu-feature-discovery).
+RTX_4090_PRODUCT = "NVIDIA-GeForce-RTX-4090"
+# DCGM's modelName label carries the marketing name with spaces.
+RTX_4090_MODEL_NAME = "NVIDIA GeForce RTX 4090"
+# Total framebuffer of an RTX 4090 as nvidia-smi / DCGM report it (MiB).
+RTX_4090_MEMORY_MIB = 24564
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("ZOPILOT_CLUSTER_DIR", REPO_ROOT / ".cluster"))
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """What to bring up. Every field can be set from the CLI or a test."""
+
+    name: str = "zopilot"
+    state_dir: Path = field(default_factory=default_state_dir)
+    # Simulated RTX 4090 nodes, one physical GPU each, time-sliced into
+    # `gpu_replicas` schedulable `nvidia.com/gpu` (NVIDIA device plugin sharing).
+    gpu_nodes: int = 2
+    gpu_replicas: int = 4
+    cpu_nodes: int = 1
+    # Prometheus scrape interval (s). Real DCGM samples every 30 s; tests use 1 s
+    # so they need not wait, and the operator's staleness limit scales with it.
+    scrape_interval_s: float = 1.0
+    # 0 = pick a free port on 127.0.0.1.
+    apiserver_port: int = 0
+    prometheus_port: int = 0
+    dcgm_port: int = 0
+    # Seconds after a worker pod starts running before the simulated DCGM
+    # numbers include its memory (real GPUs fill while the model loads).
+    dcgm_follow_delay_s: float = 2.0
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def kwok_workdir(self) -> Path:
+        return self.state_dir / "kwok"
+
+
+@dataclass
+class ClusterState:
+    """Written by `up`, read by everyone else (tests, `status`, `down`)."""
+
+    name: str
+    kubeconfig: str
+    apiserver_url: str
+    prometheus_url: str
+    dcgm_url: str
+    logs_dir: str
+    bin_dir: str
+    pids: dict[str, int] = field(default_factory=dict)
+    gpus: list[dict[str, object]] = field(default_factory=list)
+    config: dict[str, object] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterState | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return None

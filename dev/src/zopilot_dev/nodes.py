@@ -1,0 +1,112 @@
+"""Manifests of the simulated nodes (pure).
+
+GPU nodes carry the labels NVIDIA's GPU operator (gpu-feature-discovery)
+sets, with time-slicing: one physical RTX 4090 advertised as
+``gpu_replicas`` schedulable ``nvidia.com/gpu``. kwok manages every node
+annotated ``kwok.x-k8s.io/node: fake``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .config import RTX_4090_MEMORY_MIB, RTX_4090_MODEL_NAME, RTX_4090_PRODUCT
+
+_UUID_NS = uuid.UUID("6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f")
+
+
+@dataclass(frozen=True)
+class SimulatedGPU:
+    node: str
+    index: int
+    uuid: str
+    total_mib: int = RTX_4090_MEMORY_MIB
+    model_name: str = RTX_4090_MODEL_NAME
+
+    @property
+    def device(self) -> str:
+        return f"nvidia{self.index}"
+
+
+def gpu_node_name(i: int) -> str:
+    return f"gpu-4090-{i}"
+
+
+def cpu_node_name(i: int) -> str:
+    return f"cpu-{i}"
+
+
+def simulated_gpus(cluster: str, gpu_nodes: int) -> list[SimulatedGPU]:
+    # Stable UUIDs (like real GPU-xxxxxxxx UUIDs) so series survive restarts.
+    return [
+        SimulatedGPU(
+            node=gpu_node_name(i),
+            index=0,
+            uuid="GPU-" + str(uuid.uuid5(_UUID_NS, f"{cluster}/{gpu_node_name(i)}/0")),
+        )
+        for i in range(gpu_nodes)
+    ]
+
+
+def _node(name: str, labels: dict[str, str], allocatable: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                "zopilot.dev/simulated": "true",
+                **labels,
+            },
+        },
+        "spec": {},
+        "status": {
+            "allocatable": allocatable,
+            "capacity": allocatable,
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "fake",
+                "kubeProxyVersion": "fake",
+            },
+        },
+    }
+
+
+def gpu_node(name: str, replicas: int, memory_mib: int = RTX_4090_MEMORY_MIB) -> dict[str, Any]:
+    return _node(
+        name,
+        {
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": RTX_4090_PRODUCT,
+            "nvidia.com/gpu.memory": str(memory_mib),
+            "nvidia.com/gpu.count": "1",
+            "nvidia.com/gpu.replicas": str(replicas),
+            "nvidia.com/gpu.sharing-strategy": "time-slicing",
+            "nvidia.com/gpu.family": "ada-lovelace",
+        },
+        {
+            "cpu": "16",
+            "memory": "64Gi",
+            "pods": "110",
+            "ephemeral-storage": "200Gi",
+            "nvidia.com/gpu": str(replicas),
+        },
+    )
+
+
+def cpu_node(name: str) -> dict[str, Any]:
+    return _node(name, {}, {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"})
+
+
+def all_nodes(gpu_nodes: int, gpu_replicas: int, cpu_nodes: int) -> list[dict[str, Any]]:
+    return [gpu_node(gpu_node_name(i), gpu_replicas) for i in range(gpu_nodes)] + [
+        cpu_node(cpu_node_name(i)) for i in range(cpu_nodes)
+    ]
