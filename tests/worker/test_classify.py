@@ -211,3 +211,31 @@ def test_quantized_load_on_gpu(tiny_mixtral_dir: Path, quantization: Quantizatio
     assert sum(result.scores.values()) == pytest.approx(1.0)
     planned = plan_memory(get_model("tiny-mixtral"), quantization).weights_bytes
     assert 0.9 * planned <= classifier.memory_footprint_bytes <= planned
+
+
+def test_prompt_never_exceeds_the_model_context(classifier: Classifier) -> None:
+    limit = classifier.model.config.max_position_embeddings
+    result = classifier.classify("receipt " * 20000, LABELS, max_input_tokens=32768)
+    assert result.truncated is True
+    assert limit - 256 <= result.input_tokens <= limit - 128
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("an INVOICE.", "invoice"),
+        ("invoices", None),
+        ("", None),
+        ("other document!", "other document"),
+    ],
+)
+def test_find_label_needs_a_whole_word(answer: str, expected: str | None) -> None:
+    assert scoring.find_label(answer, LABELS) == expected
+
+
+def test_generate_answer_returns_the_raw_text(classifier: Classifier) -> None:
+    answer, prompt = classifier.generate_answer(TEXTS[0], LABELS, max_new_tokens=3)
+    assert isinstance(answer, str)
+    assert prompt.document_tokens > 0
+    label = classifier.classify_by_generation(TEXTS[0], LABELS, max_new_tokens=3).label
+    assert label == scoring.parse_label(answer, LABELS)

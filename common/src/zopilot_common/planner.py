@@ -68,10 +68,13 @@ OVERHEAD_BYTES = CUDA_CONTEXT_BYTES + ALLOCATOR_RESERVE_BYTES
 # cache of one page at a time.
 OCR_MODEL_BYTES = 8 * GIB
 
-# The classifier's prompt wraps the document in an instruction and a chat
-# template and appends the label candidates; this many tokens on top of the
-# document's max_input_tokens cover that for label sets within the 64-label
-# limit (labels are scored packed after one shared prompt).
+# The classifier's prompt wraps the document in an instruction (which lists
+# the labels) and a chat template, and the labels' tokens are packed after it
+# for scoring. This many tokens on top of max_input_tokens cover both for
+# typical label sets (a few dozen short labels: ~10 tokens of instruction and
+# template per label plus ~100 fixed). Extreme sets (64 labels of 100
+# characters) can need ~3000 and lean on the allocator reserve and the
+# activation estimate's pessimism.
 PROMPT_OVERHEAD_TOKENS = 512
 
 SOURCE_SPEC = "spec.gpuMemory"

@@ -20,6 +20,8 @@ from zopilot_common.spec import Quantization
 from zopilot_worker.classify import loading, scoring
 
 DEFAULT_MAX_INPUT_TOKENS = 2048
+# Upper bound on a label's tokens (labels are at most 100 characters).
+MAX_LABEL_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ class Classifier:
     ) -> Classification:
         """The most likely label for ``text`` and a normalised score per label."""
         labels = scoring.validate_labels(labels)
-        prompt = self._prompt(text, labels, max_input_tokens, reserve=16)
+        # Reserve room for the longest label after the prompt.
+        prompt = self._prompt(text, labels, max_input_tokens, reserve=MAX_LABEL_TOKENS)
         label_ids = scoring.encode_labels(self.tokenizer, labels, prompt.tail)
         means = scoring.label_log_likelihoods(self.model, prompt.input_ids, label_ids)
         probabilities = scoring.softmax(means)
@@ -107,6 +110,20 @@ class Classifier:
         back to the closest label by spelling, else the first.
         """
         labels = scoring.validate_labels(labels)
+        answer, prompt = self.generate_answer(text, labels, max_new_tokens=max_new_tokens)
+        label = scoring.parse_label(answer, labels)
+        return Classification(
+            label=label,
+            scores={x: 1.0 if x == label else 0.0 for x in labels},
+            model=self.name,
+            input_tokens=len(prompt.input_ids),
+            truncated=prompt.truncated,
+        )
+
+    def generate_answer(
+        self, text: str, labels: Sequence[str], *, max_new_tokens: int = 8
+    ) -> tuple[str, scoring.Prompt]:
+        """The model's free-text (greedy) answer to the classification prompt, and the prompt."""
         prompt = self._prompt(text, labels, DEFAULT_MAX_INPUT_TOKENS, reserve=max_new_tokens)
         device = scoring.input_embedding_weight(self.model).device
         input_ids = torch.tensor([prompt.input_ids], device=device)
@@ -120,23 +137,20 @@ class Classifier:
                 do_sample=False,
                 pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id,
             )
-        answer = str(
-            self.tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
-        )
-        label = scoring.parse_label(answer, labels)
-        return Classification(
-            label=label,
-            scores={x: 1.0 if x == label else 0.0 for x in labels},
-            model=self.name,
-            input_tokens=len(prompt.input_ids),
-            truncated=prompt.truncated,
-        )
+        new_tokens = output[0, input_ids.shape[1] :]
+        return str(self.tokenizer.decode(new_tokens, skip_special_tokens=True)), prompt
 
     def _prompt(
         self, text: str, labels: Sequence[str], max_input_tokens: int, *, reserve: int
     ) -> scoring.Prompt:
-        # Keep prompt + answer within the model's context, whatever the caller asked.
+        prompt = scoring.build_prompt(
+            self.tokenizer, text, labels, max_input_tokens=max_input_tokens
+        )
+        # Keep prompt + answer within the model's context, whatever the caller
+        # asked: cut the document further by what overflows.
         limit = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
-        if limit:
-            max_input_tokens = min(max_input_tokens, max(1, limit - 512 - reserve))
-        return scoring.build_prompt(self.tokenizer, text, labels, max_input_tokens=max_input_tokens)
+        overflow = len(prompt.input_ids) + reserve - limit
+        if limit and overflow > 0:
+            budget = max(1, prompt.document_tokens - overflow)
+            prompt = scoring.build_prompt(self.tokenizer, text, labels, max_input_tokens=budget)
+        return prompt

@@ -64,6 +64,8 @@ class Prompt:
     tail: str
     """The text after the document (template end), used to tokenize labels in context."""
     truncated: bool
+    document_tokens: int
+    """Tokens of the document kept in the prompt."""
 
 
 def instruction(labels: Sequence[str]) -> str:
@@ -102,8 +104,9 @@ def build_prompt(
     char_budget = max_input_tokens * _MAX_CHARS_PER_TOKEN
     doc_ids = _encode(tokenizer, text[:char_budget], special=False)
     truncated = len(text) > char_budget or len(doc_ids) > max_input_tokens
-    ids = head_ids + doc_ids[:max_input_tokens] + _encode(tokenizer, tail, special=False)
-    return Prompt(input_ids=ids, tail=tail, truncated=truncated)
+    kept = doc_ids[:max_input_tokens]
+    ids = head_ids + kept + _encode(tokenizer, tail, special=False)
+    return Prompt(input_ids=ids, tail=tail, truncated=truncated, document_tokens=len(kept))
 
 
 def encode_labels(
@@ -178,20 +181,27 @@ def softmax(values: Sequence[float]) -> list[float]:
     return [e / total for e in exps]
 
 
-def parse_label(generated: str, labels: Sequence[str]) -> str:
-    """The label a free-text answer names; falls back to the closest label, then the first.
-
-    The earliest mention wins; among labels starting at the same place, the
-    longest (so "credit note" beats "credit").
-    """
+def find_label(generated: str, labels: Sequence[str]) -> str | None:
+    """The label a free-text answer names as a whole word (case-insensitive), or None."""
     lowered = generated.lower()
     found = []
     for index, label in enumerate(labels):
         match = re.search(rf"(?<!\w){re.escape(label.lower())}(?!\w)", lowered)
         if match:
             found.append((match.start(), -len(label), index))
-    if found:
-        return labels[min(found)[2]]
+    return labels[min(found)[2]] if found else None
+
+
+def parse_label(generated: str, labels: Sequence[str]) -> str:
+    """The label a free-text answer names; falls back to the closest label, then the first.
+
+    The earliest mention wins; among labels starting at the same place, the
+    longest (so "credit note" beats "credit").
+    """
+    named = find_label(generated, labels)
+    if named is not None:
+        return named
+    lowered = generated.lower()
     first_line = (lowered.strip().splitlines() or [""])[0].strip(" .,:;!?\"'")
     guess = difflib.get_close_matches(first_line, [x.lower() for x in labels], n=1)
     if guess:
