@@ -59,7 +59,8 @@ JOB = (
 
 
 def container(pod: dict[str, Any]) -> dict[str, Any]:
-    [c] = pod["spec"]["containers"]
+    containers: list[dict[str, Any]] = pod["spec"]["containers"]
+    [c] = containers
     return c
 
 

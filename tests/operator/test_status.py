@@ -48,7 +48,13 @@ def status_schema() -> dict[str, Any]:
 def violations(value: Any, schema: dict[str, Any], path: str = "status") -> list[str]:
     """What the API server would prune or refuse (types, enums, unknown fields)."""
     kind = schema.get("type")
-    checks = {"string": str, "integer": int, "number": (int, float), "array": list, "object": dict}
+    checks: dict[str, type | tuple[type, ...]] = {
+        "string": str,
+        "integer": int,
+        "number": (int, float),
+        "array": list,
+        "object": dict,
+    }
     if kind in checks and not isinstance(value, checks[kind]):
         return [f"{path}: {type(value).__name__} is not {kind}"]
     if "enum" in schema and value not in schema["enum"]:

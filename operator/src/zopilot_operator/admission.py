@@ -181,8 +181,8 @@ def decide(
     eligible = [i for i in ordered if i.eligible_at <= now]
     if inventory.blocked is not None:
         reason, message = inventory.blocked.reason, inventory.blocked.message
-        waiting = tuple(Waiting(i, reason, message) for i in eligible)
-        return AdmissionRound((), waiting, deferred, inventory.notes)
+        blocked = tuple(Waiting(i, reason, message) for i in eligible)
+        return AdmissionRound((), blocked, deferred, inventory.notes)
 
     margin = settings.safety_margin_mib
     states = _node_states(inventory, claims, settings)
