@@ -26,6 +26,12 @@ def job_key(job: Mapping[str, Any]) -> str:
     return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
 
 
+def job_generation(job: Mapping[str, Any]) -> int | None:
+    """``metadata.generation`` (for observedGeneration), None if absent."""
+    generation = (job.get("metadata") or {}).get("generation")
+    return generation if isinstance(generation, int) else None
+
+
 def job_phase(job: Mapping[str, Any]) -> Phase | None:
     phase = (job.get("status") or {}).get("phase")
     try:

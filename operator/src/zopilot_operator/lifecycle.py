@@ -1,0 +1,154 @@
+"""A job's life outside admission: observed state -> what to write and do (pure).
+
+The kopf handlers call these with what they read and apply the returned
+:class:`Update`: create the pod (``create_pod``, via ``kube.create_pod``, then
+``status.pod_created``), delete a stuck pod (``delete_pod``), patch the status
+(``patch``, a merge patch of ``status``; empty: nothing to write) and emit the
+``events``.
+
+* :func:`on_created`: a new (or not yet planned) job: plan it, fail it at once
+  if it can never fit, else queue it.
+* :func:`on_attempt`: an admitted or running job and its current attempt's pod:
+  create the pod if it does not exist yet, follow it, and on failure retry
+  (with backoff, re-planned after an OOM) or fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from zopilot_operator import status as st
+from zopilot_operator.admission import gib, never_fits
+from zopilot_operator.errors import PermanentError
+from zopilot_operator.gpus import NodeInfo
+from zopilot_operator.jobs import job_generation, job_phase, job_spec
+from zopilot_operator.outcome import Kind, pod_outcome
+from zopilot_operator.planning import Plan, plan_job
+from zopilot_operator.podbuilder import build_worker_pod, worker_pod_name
+from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
+from zopilot_operator.retry import next_step
+from zopilot_operator.settings import OperatorSettings
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event to emit on the job (``kube.build_event`` or ``kopf.event``)."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Update:
+    """What a handler should do for one job; every part may be empty."""
+
+    patch: dict[str, Any] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()
+    create_pod: dict[str, Any] | None = None
+    delete_pod: str | None = None  # name of a pod to delete (same namespace)
+
+
+def on_created(
+    job: Mapping[str, Any], nodes: Sequence[NodeInfo], now: datetime, settings: OperatorSettings
+) -> Update:
+    """Plan a job that has no phase yet; reject what is invalid or can never fit, queue the rest."""
+    status = job.get("status") or {}
+    if status.get("phase"):
+        return Update()
+    generation = job_generation(job)
+    try:
+        plan = plan_job(job_spec(job))
+    except PermanentError as exc:
+        patch = st.rejected(
+            status, exc.reason, exc.message, now=now, generation=generation, settings=settings
+        )
+        return Update(patch, (Event(EventType.WARNING, exc.reason, exc.message),))
+    reason = never_fits(plan, nodes, settings)
+    if reason is not None:
+        patch = st.rejected(
+            status, Reason.NEVER_FITS, reason, now=now, generation=generation, settings=settings
+        )
+        return Update(patch, (Event(EventType.WARNING, Reason.NEVER_FITS, reason),))
+    patch = st.queued(status, plan, now=now, generation=generation)
+    message = f"needs {gib(plan.required_mib)} ({plan.source}): {plan.detail}"
+    return Update(patch, (Event(EventType.NORMAL, Reason.QUEUED, message),))
+
+
+def on_attempt(
+    job: Mapping[str, Any],
+    pod: Mapping[str, Any] | None,
+    now: datetime,
+    settings: OperatorSettings,
+    largest_gpu_mib: int | None,
+) -> Update:
+    """Follow the current attempt of an Admitted/Running job; ``pod`` is its pod or None.
+
+    ``pod`` must be a fresh read (not a cache) of the pod named
+    :func:`podbuilder.worker_pod_name` for ``status.attempt``: None then means
+    it is gone. Pods of earlier attempts are history, not input.
+    """
+    phase = job_phase(job)
+    if phase not in ACTIVE_PHASES:
+        return Update()
+    status = job.get("status") or {}
+    metadata = job["metadata"]
+    generation = job_generation(job)
+    attempt = int(status.get("attempt") or 1)
+    pod_name = worker_pod_name(metadata["name"], attempt)
+    if not status.get("admission"):
+        return Update()  # only a hand-edited status gets here; nothing safe to do
+    if pod is None and not status.get("workerPod"):
+        # Admitted, pod not created yet (or the create's status patch was lost):
+        # the deterministic name makes a repeated create a harmless 409.
+        manifest = build_worker_pod(job, job_spec(job), attempt, status["admission"], settings)
+        return Update(create_pod=manifest)
+    if pod is not None and not status.get("workerPod"):
+        # The pod exists but the status patch after creating it was lost.
+        return Update(st.pod_created(status, pod_name, now=now, generation=generation))
+    outcome = pod_outcome(pod, now, settings)
+    if outcome.kind is Kind.PENDING:
+        return Update(st.pod_pending(status, outcome, now=now, generation=generation))
+    if outcome.kind is Kind.RUNNING:
+        if phase is Phase.RUNNING:
+            return Update()
+        patch = st.running(status, pod_name, outcome.started_at, now=now, generation=generation)
+        return Update(patch, (Event(EventType.NORMAL, Reason.RUNNING, outcome.message),))
+    if outcome.kind is Kind.SUCCEEDED:
+        patch = st.succeeded(status, outcome, now=now, generation=generation, settings=settings)
+        message = str(patch.get("message", outcome.message))
+        return Update(patch, (Event(EventType.NORMAL, Reason.SUCCEEDED, message),))
+
+    plan = Plan.from_status(status) or Plan(
+        int((status.get("admission") or {}).get("requiredMiB") or 0), "admission", ""
+    )
+    retries = int((job.get("spec") or {}).get("retries", 2))
+    step = next_step(
+        outcome,
+        attempt=attempt,
+        retries=retries,
+        plan=plan,
+        largest_gpu_mib=largest_gpu_mib,
+        now=now,
+        settings=settings,
+    )
+    delete = pod_name if outcome.delete_pod else None
+    if step.retry:
+        patch = st.retrying(
+            status, step, failure=outcome, now=now, generation=generation, settings=settings
+        )
+        event = Event(EventType.WARNING, outcome.reason, step.message)
+        return Update(patch, (event,), delete_pod=delete)
+    patch = st.failed(
+        status,
+        step.reason,
+        step.message,
+        now=now,
+        generation=generation,
+        settings=settings,
+        gpu_seconds=outcome.gpu_seconds,
+    )
+    return Update(patch, (Event(EventType.WARNING, step.reason, step.message),), delete_pod=delete)
