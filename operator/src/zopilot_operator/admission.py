@@ -2,9 +2,10 @@
 
 Policy:
 
-* **Order.** Priority descending, then arrival (``metadata.creationTimestamp``;
-  a retried job keeps its place), then namespace/name for determinism. Jobs in
-  retry backoff (``eligible_at`` in the future) sit the round out.
+* **Order.** Priority descending, then arrival (``metadata.creationTimestamp``,
+  one-second resolution; a retried job keeps its place), then namespace/name
+  for determinism. Jobs in retry backoff (``eligible_at`` in the future) sit
+  the round out.
 * **Fit.** A job fits a node when the node's effective free memory (its
   tightest GPU, claims subtracted: see ``reservations.py``) minus the job's
   ``required_mib`` leaves at least ``safety_margin_mib``, and a pod slot
@@ -21,7 +22,10 @@ Policy:
   drains until the held job fits. Backfill continues on the other nodes.
   Holding one node rather than stopping all backfill keeps the cluster busy
   while still guaranteeing progress; across priorities, higher priority wins
-  by design (a held node may still go to a job ahead in the order).
+  by design (a held node may still go to a job ahead in the order). Holds are
+  recomputed every round from the API's state, never stored: a held node only
+  drains, so it keeps the most free memory until the job fits or another node
+  overtakes it (which is then held instead).
 * **Fail closed.** A blocked inventory (no, stale or unmatched metrics) admits
   nothing and gives every job the blocking reason.
 """
