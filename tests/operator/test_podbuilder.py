@@ -303,6 +303,12 @@ def test_model_volume_follows_settings() -> None:
     assert env(pod)["ZOPILOT_WORKER_MODEL_ROOT"] == "/mnt/models"
 
 
+def test_model_volume_can_be_left_out() -> None:
+    pod = build(JOB, settings=OperatorSettings(model_pvc_name=""))
+    assert "models" not in [v["name"] for v in pod["spec"]["volumes"]]
+    assert "/models" not in [m["mountPath"] for m in container(pod)["volumeMounts"]]
+
+
 def test_no_admission_no_pod() -> None:
     spec = DocumentJobSpec.from_k8s(JOB["spec"])
     with pytest.raises(KeyError):

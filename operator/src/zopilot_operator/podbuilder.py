@@ -114,17 +114,19 @@ def _volumes(
     spec: DocumentJobSpec, settings: OperatorSettings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes and their mounts: models, /tmp, ConfigMap inputs, claims (inputs and output)."""
-    volumes: list[dict[str, Any]] = [
-        {
-            "name": "models",
-            "persistentVolumeClaim": {"claimName": settings.model_pvc_name, "readOnly": True},
-        },
-        {"name": "tmp", "emptyDir": {}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "models", "mountPath": settings.model_mount_path, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if settings.model_pvc_name:
+        volumes.insert(
+            0,
+            {
+                "name": "models",
+                "persistentVolumeClaim": {"claimName": settings.model_pvc_name, "readOnly": True},
+            },
+        )
+        mounts.insert(
+            0, {"name": "models", "mountPath": settings.model_mount_path, "readOnly": True}
+        )
     configmaps: list[str] = []
     claims: list[str] = []
     for doc in spec.documents:

@@ -133,7 +133,8 @@ class OperatorSettings(BaseSettings):
         default="zopilot-models",
         description="PersistentVolumeClaim holding the model directories, mounted read-only "
         "into worker pods. Claims are namespaced: one must exist in every namespace that "
-        "runs DocumentJobs (e.g. ReadOnlyMany claims bound to one shared volume).",
+        "runs DocumentJobs (e.g. ReadOnlyMany claims bound to one shared volume). Empty: no "
+        "model volume (models baked into the image, or a development setup).",
     )
     model_mount_path: str = Field(
         default="/models",
