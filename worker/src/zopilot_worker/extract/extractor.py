@@ -10,7 +10,8 @@ PDF policy: the text layer is read page by page; a page with fewer than
 only those pages, ``"always"`` every page (the OCR text replaces the text
 layer where it produced any), ``"never"`` none. Pages that need OCR but did
 not get it (no model/GPU, or ``"never"``) are listed in ``ocr_pending`` with a
-warning, so callers always know which pages' text is missing.
+warning, so callers always know which pages' text is missing or unverified; with
+``"always"`` and no engine that is every page (text-layer pages keep their text).
 """
 
 from __future__ import annotations
@@ -116,8 +117,10 @@ class Extractor:
         if pending:
             why = ("OCR was turned off for this request (ocr=never)" if ocr == "never"
                    else self._ocr_unavailable or "OCR did not produce text")
-            warnings.append(f"Pages {page_ranges(pending)} need OCR (no usable text layer) and "
-                            f"were not OCR'd: {why}. Their text is missing.")
+            which = (f"Page {pending[0]} needs" if len(pending) == 1
+                     else f"Pages {page_ranges(pending)} need")
+            reason = "OCR was requested" if ocr == "always" else "no usable text layer"
+            warnings.append(f"{which} OCR ({reason}) but did not get it: {why}.")
         md_parts, text_parts = [], []
         for number, layer in enumerate(texts, start=1):
             body, note = layer.strip(), ""
