@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from zopilot_worker.pipeline import Engine, create_engine
 from zopilot_worker.service import create_app
 from zopilot_worker.settings import WorkerSettings
@@ -121,3 +122,24 @@ def test_lazy_model_is_ready_without_loading(
         body = client.get("/ready").json()
         assert body["model_loaded"] is False
         assert body["checks"]["model"]["state"] == "skipped"
+
+
+@pytest.mark.slow
+def test_real_doctor_runs_isolated_at_startup(
+    make_settings: Callable[..., WorkerSettings],
+    serve_app: Any,
+    wait_until: Callable[..., Any],
+) -> None:
+    """The default doctor (a child interpreter) passes in this environment: NumPy 2 stack."""
+    settings = make_settings(run_doctor_on_start=True)
+    with serve_app(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200  # served while the doctor runs
+        wait_until(
+            lambda: client.get("/ready").json()["checks"]["doctor"]["state"] != "pending",
+            timeout_s=240,
+            interval_s=0.5,
+            what="doctor finished",
+        )
+        body = client.get("/ready").json()
+        assert body["checks"]["doctor"] == {"state": "ok", "message": ""}
+        assert body["ready"] is True

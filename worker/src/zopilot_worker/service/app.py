@@ -23,7 +23,12 @@ from zopilot_worker.pipeline import Engine, create_engine
 from zopilot_worker.service.context import RequestContextMiddleware
 from zopilot_worker.service.error_handling import error_response, install_exception_handlers
 from zopilot_worker.service.limits import EndpointLimiter
-from zopilot_worker.service.readiness import DoctorCheck, Readiness, run_doctor, warm_up
+from zopilot_worker.service.readiness import (
+    DoctorCheck,
+    Readiness,
+    run_doctor_isolated,
+    warm_up,
+)
 from zopilot_worker.service.routes import classify, extract, probes
 from zopilot_worker.service.schemas import OPENAPI_EXTRA_SCHEMAS
 from zopilot_worker.service.state import ServiceState
@@ -61,7 +66,7 @@ def create_app(
     *,
     engine: Engine | None = None,
     metrics: WorkerMetrics | None = None,
-    doctor: DoctorCheck | None = run_doctor,
+    doctor: DoctorCheck | None = run_doctor_isolated,
 ) -> FastAPI:
     """Build the service. ``doctor`` is ignored when settings.run_doctor_on_start is off."""
     settings = settings or WorkerSettings()

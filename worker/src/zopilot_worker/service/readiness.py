@@ -10,8 +10,11 @@ missing, NumPy ABI mismatch) stays visible in /ready's body and in the logs.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,16 +35,42 @@ MAX_RETRY_DELAY_S = 60.0
 
 
 def run_doctor() -> str | None:
-    """The default :data:`DoctorCheck`: ``zopilot_worker.doctor.run_checks``."""
+    """The doctor checks in this process (``zopilot_worker.doctor.run_checks``).
+
+    For a process that runs nothing else yet (``run-job`` at start): the doctor
+    redirects stderr and records warnings process-wide while it works.
+    """
     from zopilot_worker.doctor import run_checks
 
-    failed = [check for check in run_checks() if not getattr(check, "ok", False)]
+    return _failures(
+        {"check": r.check, "status": r.status, "detail": r.detail} for r in run_checks()
+    )
+
+
+def run_doctor_isolated(timeout_s: float = 300.0) -> str | None:
+    """The doctor checks in a child interpreter of the same environment (the service's default).
+
+    Same packages, same ABI, but its process-wide stderr/warnings capture cannot
+    swallow the log lines of a server that is already answering probes.
+    """
+    command = [sys.executable, "-m", "zopilot_worker.doctor", "--json"]
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        report = json.loads(proc.stdout)
+    except subprocess.TimeoutExpired:
+        return f"doctor did not finish within {timeout_s:.0f} s"
+    except (json.JSONDecodeError, OSError) as exc:
+        return f"doctor could not run: {type(exc).__name__}"
+    return _failures(report.get("checks", []))
+
+
+def _failures(checks: Iterable[dict[str, str]]) -> str | None:
+    failed = [c for c in checks if c.get("status") == "FAIL"]
     if not failed:
         return None
-    return "; ".join(
-        f"{getattr(check, 'name', '?')}: {getattr(check, 'detail', '') or 'failed'}"
-        for check in failed
-    )
+    return "; ".join(f"{c.get('check', '?')}: {c.get('detail', '') or 'failed'}" for c in failed)
 
 
 @dataclass

@@ -1,0 +1,150 @@
+"""Fixtures for the job runner tests: the tiny model, a loopback file server, spec builders."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from zopilot_worker.settings import WorkerSettings
+
+LABELS = ["invoice", "receipt", "contract", "other"]
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model root holding the catalog's ``tiny-mixtral`` (random weights, built locally)."""
+    from zopilot_worker.testing.tiny_models import build_tiny_mixtral
+
+    # Same directory as the service tests' fixture: built once per session, then reused.
+    root = tmp_path_factory.getbasetemp() / "model-root"
+    build_tiny_mixtral(root / "tiny-mixtral")
+    return root
+
+
+class FileServer:
+    """A loopback HTTP server: ``/files/<name>`` from ``directory``; ``/status/<code>/<name>``
+    answers that status; every request path is recorded in ``requests``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if parts[0] == "files" and len(parts) == 2:
+                    path = server.directory / parts[1]
+                    if path.is_file():
+                        body = path.read_bytes()
+                        self.send_response(HTTPStatus.OK)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                        return
+                    self.send_error(HTTPStatus.NOT_FOUND)
+                    return
+                if parts[0] == "status" and len(parts) >= 2:
+                    self.send_error(int(parts[1]))
+                    return
+                self.send_error(HTTPStatus.NOT_FOUND)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep test output quiet
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[FileServer]:
+    directory = tmp_path / "served"
+    directory.mkdir()
+    with FileServer(directory) as server:
+        yield server
+
+
+@pytest.fixture
+def job_settings(tmp_path: Path) -> Callable[..., WorkerSettings]:
+    """Settings for a job in ``tmp_path``: mounts under tmp, no metrics port, fast retries."""
+
+    def make(**overrides: Any) -> WorkerSettings:
+        values: dict[str, Any] = {
+            "model_root": tmp_path / "no-models",
+            "quantization": "none",
+            "device": "cpu",
+            "volume_root": tmp_path / "volumes",
+            "configmap_root": tmp_path / "configmaps",
+            "termination_log": tmp_path / "termination-log",
+            "metrics_port": 0,
+            "fetch_attempts": 2,
+            "fetch_backoff_s": 0.0,
+            "fetch_timeout_s": 10.0,
+        }
+        values.update(overrides)
+        return WorkerSettings(**values)
+
+    return make
+
+
+def make_spec(
+    documents: list[dict[str, Any]],
+    *,
+    tasks: tuple[str, ...] = ("extract", "classify"),
+    labels: list[str] | None = None,
+    model: str = "tiny-mixtral",
+    output: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A DocumentJob spec as the operator hands it over (camelCase, like the CRD)."""
+    spec: dict[str, Any] = {"documents": documents, "tasks": list(tasks)}
+    if "classify" in tasks:
+        spec["classify"] = {
+            "labels": labels or LABELS,
+            "model": model,
+            "quantization": "none",
+        }
+    if output is not None:
+        spec["output"] = output
+    return spec
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
+    def write(spec: dict[str, Any]) -> Path:
+        path = tmp_path / "spec.json"
+        path.write_text(json.dumps(spec))
+        return path
+
+    return write
+
+
+def read_results(directory: Path) -> list[dict[str, Any]]:
+    lines = (directory / "results.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture
+def results_reader() -> Callable[[Path], list[dict[str, Any]]]:
+    return read_results
+
+
+@pytest.fixture
+def spec_builder() -> Callable[..., dict[str, Any]]:
+    return make_spec
