@@ -105,13 +105,19 @@ class PodRunner:
         return dirs
 
     @staticmethod
-    def _rewrite(value: str, mounts: list[tuple[str, Path]]) -> str:
-        for mount_path, local in mounts:  # longest mount path first
-            if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
-                return str(local) + value[len(mount_path.rstrip("/")):]
+    def _rewrite(value: str, root: Path, mount_paths: list[str]) -> str:
+        """Map a container path to the pod's local root when it is a mount, under
+        one, or a parent of one (e.g. a "volumes root" env var)."""
+        if not value.startswith("/"):
+            return value
+        v = value.rstrip("/") or "/"
+        for m in mount_paths:
+            m = m.rstrip("/")
+            if v == m or v.startswith(m + "/") or m.startswith(v + "/"):
+                return str(root) + value
         return value
 
-    def _env(self, pod: Any, c: Any, mounts: list[tuple[str, Path]]) -> dict[str, str]:
+    def _env(self, pod: Any, c: Any, root: Path, mounts: list[str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
         env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
         fields = {
@@ -122,7 +128,7 @@ class PodRunner:
         }
         for e in c.env or []:
             if e.value is not None:
-                env[e.name] = self._rewrite(e.value, mounts)
+                env[e.name] = self._rewrite(e.value, root, mounts)
             elif e.value_from is not None and e.value_from.field_ref is not None:
                 env[e.name] = str(fields.get(e.value_from.field_ref.field_path, ""))
         return env
@@ -139,21 +145,30 @@ class PodRunner:
             log.warning("%s/%s: cannot prepare volumes: %s", ns, name, e)
             self._patch(pod, self._waiting_status("CreateContainerConfigError", str(e)))
             return
+        # The container's filesystem view: every mount is a symlink under
+        # <pod_dir>/root at its mount path; paths in args/env are rewritten there.
+        root = pod_dir / "root"
+        mount_paths: list[str] = []
+        for m in c.volume_mounts or []:
+            if m.name not in vols:
+                continue
+            link = root / m.mount_path.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(vols[m.name], target_is_directory=True)
+            mount_paths.append(m.mount_path)
         term_path = c.termination_message_path or "/dev/termination-log"
-        term_local = pod_dir / "termination-log"
+        term_local = root / term_path.lstrip("/")
+        term_local.parent.mkdir(parents=True, exist_ok=True)
         term_local.write_text("")
-        mounts = sorted(
-            [(m.mount_path, vols[m.name]) for m in (c.volume_mounts or []) if m.name in vols]
-            + [(term_path, term_local)],
-            key=lambda m: -len(m[0]),
-        )
-        argv = [self._rewrite(a, mounts) for a in [*(c.command or []), *(c.args or [])]]
+        mount_paths.append(term_path)
+        argv = [self._rewrite(a, root, mount_paths) for a in [*(c.command or []), *(c.args or [])]]
         if not argv:
             self._finish_status(pod, 128, "ContainerCannotRun", "no command", now_iso())
             return
         if "/" not in argv[0] and (self.bin_dir / argv[0]).exists():
             argv[0] = str(self.bin_dir / argv[0])
-        env = self._env(pod, c, mounts)
+        env = self._env(pod, c, root, mount_paths)
         with (pod_dir / "container.log").open("ab") as out:
             proc = subprocess.Popen(argv, env=env, cwd=pod_dir, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)

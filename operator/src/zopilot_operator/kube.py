@@ -193,10 +193,32 @@ class Kube:
         )
         return list(body.get("items", []))
 
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            job: dict[str, Any] = await self._call(
+                f"get documentjob {namespace}/{name}",
+                self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+            )
+        except NotFoundError:
+            return None
+        return job
+
     async def patch_job_status(
-        self, namespace: str, name: str, status_patch: Mapping[str, Any]
+        self,
+        namespace: str,
+        name: str,
+        status_patch: Mapping[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """JSON merge patch of ``status`` (the client's default content type for a dict body)."""
+        """JSON merge patch of ``status`` (the client's default content type for a dict body).
+
+        With ``resource_version`` the patch applies only to that version of the
+        object (409 ConflictError otherwise): admission decisions use it so a
+        decision made on a stale read is never written.
+        """
+        body: dict[str, Any] = {"status": dict(status_patch)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         result: dict[str, Any] = await self._call(
             f"patch status of documentjob {namespace}/{name}",
             self.custom.patch_namespaced_custom_object_status,
@@ -205,7 +227,7 @@ class Kube:
             namespace,
             PLURAL,
             name,
-            {"status": dict(status_patch)},
+            body,
         )
         return result
 

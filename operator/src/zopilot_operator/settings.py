@@ -173,9 +173,26 @@ class OperatorSettings(BaseSettings):
         description="USD per GPU-second for status.costUSD: the RTX 4090 serverless price "
         "the predecessor paid, so costs compare like for like.",
     )
+    leader_election_namespace: str = Field(
+        default="default",
+        description="Namespace of the Lease that elects the one instance running the "
+        "admission loop (the chart sets the operator's own namespace).",
+    )
+    leader_election_lease_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a leader's Lease stays valid without renewal; another "
+        "instance takes over admission after it lapses (kube-controller-manager's default).",
+    )
+    job_resync_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between safety-net reconciles of each active job, in case a "
+        "pod event was missed (watches can drop events across reconnects).",
+    )
     metrics_port: int = Field(
         default=8000,
-        gt=0,
+        ge=0,
         lt=65536,
         description="Port of the operator's own /metrics (zopilot_operator_*).",
     )

@@ -1,0 +1,256 @@
+"""kopf handlers: the thin edge between Kubernetes events and the pure core.
+
+* a new DocumentJob is planned and queued (or failed at once): ``lifecycle.on_created``;
+* one admission loop, run only by the Lease holder, admits queued jobs from
+  Prometheus's DCGM numbers: ``scheduler.admission_round``/``round_updates``;
+* an admitted or running job follows its attempt's pod (create it, report
+  it, retry or fail): ``lifecycle.on_attempt`` — on job events, on worker pod
+  events and on a resync timer (watches can miss events).
+
+Every decision is made by pure functions; this module reads, applies
+``Update``s and translates errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+from zopilot_common.spec import GROUP, PLURAL, VERSION
+
+from zopilot_operator import status as st
+from zopilot_operator.clock import utcnow
+from zopilot_operator.errors import ConflictError, MetricsUnavailable, NotFoundError, OperatorError
+from zopilot_operator.jobs import job_generation, job_key, job_phase, phase_counts
+from zopilot_operator.kube import build_event, to_kopf_error
+from zopilot_operator.leader import LeaseElector
+from zopilot_operator.lifecycle import Event, Update, on_attempt, on_created
+from zopilot_operator.podbuilder import worker_pod_name
+from zopilot_operator.prometheus import query_gpu_memory
+from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
+from zopilot_operator.runtime import Runtime
+from zopilot_operator.scheduler import admission_round, round_updates
+from zopilot_operator.settings import OperatorSettings
+
+log = logging.getLogger("zopilot.operator")
+
+WORKER_LABELS = {"app.kubernetes.io/name": "zopilot-worker"}
+# Fault injection for the crash-consistency test only: SIGKILL ourselves right
+# after creating a worker pod, before recording it on the job.
+_CRASH_AFTER_POD_CREATE = "ZOPILOT_OPERATOR_TEST_CRASH_AFTER_POD_CREATE"
+
+_rt: Runtime | None = None
+
+
+def rt() -> Runtime:
+    if _rt is None:
+        raise kopf.TemporaryError("operator is starting", delay=1)
+    return _rt
+
+
+# ---------------------------------------------------------------- startup
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _rt
+    # Progress and diff-base in our own annotations; no finalizers: the worker
+    # pod is owned by the job, so the garbage collector deletes it with the job,
+    # and the job's reservation lives in its status and goes with it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="zopilot.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="zopilot.dev", key="last-handled-configuration"
+    )
+    settings.posting.enabled = False  # we post our own, readable events
+    settings.watching.server_timeout = 120
+    config = OperatorSettings()
+    _rt = Runtime.create(config)
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr="0.0.0.0", registry=_rt.registry)
+    asyncio.get_running_loop().create_task(admission_loop(_rt), name="zopilot-admission")
+    log.info("zopilot operator started as %s (prometheus %s)", _rt.identity, config.prometheus_url)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if _rt is not None:
+        await _rt.http.aclose()
+
+
+# ------------------------------------------------------------------ apply
+async def apply(
+    r: Runtime, job: Mapping[str, Any], update: Update, resource_version: str | None = None
+) -> None:
+    """Carry out one Update: create/delete the pod, patch the status, emit events."""
+    meta = job["metadata"]
+    ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    now = utcnow()
+    patch = dict(update.patch)
+    events = list(update.events)
+    if update.create_pod is not None:
+        attempt = int((job.get("status") or {}).get("attempt") or 1)
+        pod, created = await r.kube.create_pod(update.create_pod, uid, attempt)
+        pod_name = pod["metadata"]["name"]
+        if created:
+            log.info("%s/%s: created worker pod %s (attempt %d)", ns, name, pod_name, attempt)
+            if os.environ.get(_CRASH_AFTER_POD_CREATE):
+                os.kill(os.getpid(), signal.SIGKILL)
+        patch = {
+            **patch,
+            **st.pod_created(
+                job.get("status") or {}, pod_name, now=now, generation=job_generation(job)
+            ),
+        }
+        events.append(
+            Event(
+                EventType.NORMAL,
+                Reason.POD_CREATED,
+                f"created worker pod {pod_name} for {_node(job)}",
+            )
+        )
+    if update.delete_pod:
+        await r.kube.delete_pod(ns, update.delete_pod)
+    if patch:
+        await r.kube.patch_job_status(ns, name, patch, resource_version=resource_version)
+    for ev in events:
+        with contextlib.suppress(OperatorError):  # an event lost is not worth a retry
+            await r.kube.emit_event(
+                build_event(job, ev.type, ev.reason, ev.message, now, instance=r.identity)
+            )
+
+
+def _node(job: Mapping[str, Any]) -> str:
+    return str(((job.get("status") or {}).get("admission") or {}).get("node", "?"))
+
+
+# ------------------------------------------------------------ job handlers
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def job_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        log.info("%s deleted; its pod goes with it (owner reference)", job_key(body))
+        return
+    job = dict(body)
+    phase = job_phase(job)
+    try:
+        if phase is None:
+            await plan_job(job)
+        elif phase in ACTIVE_PHASES:
+            await follow_attempt(job["metadata"]["namespace"], job["metadata"]["name"])
+    except OperatorError as e:
+        rt().metrics.reconcile_errors.labels(handler="job_event", kind=type(e).__name__).inc()
+        raise to_kopf_error(e) from e
+
+
+async def plan_job(job: dict[str, Any]) -> None:
+    r = rt()
+    async with r.lock(job["metadata"]["uid"]):
+        fresh = await r.kube.get_job(job["metadata"]["namespace"], job["metadata"]["name"])
+        if fresh is None or job_phase(fresh) is not None:
+            return
+        update = on_created(fresh, await r.node_infos(), utcnow(), r.settings)
+        await apply(r, fresh, update, resource_version=fresh["metadata"]["resourceVersion"])
+
+
+async def follow_attempt(namespace: str, name: str) -> None:
+    """Read the job and its current pod fresh, and apply what on_attempt says."""
+    r = rt()
+    job = await r.kube.get_job(namespace, name)
+    if job is None or job_phase(job) not in ACTIVE_PHASES:
+        return
+    async with r.lock(job["metadata"]["uid"]):
+        job = await r.kube.get_job(namespace, name)
+        if job is None or job_phase(job) not in ACTIVE_PHASES:
+            return
+        attempt = int((job.get("status") or {}).get("attempt") or 1)
+        pod = await r.kube.get_pod(namespace, worker_pod_name(name, attempt))
+        update = on_attempt(job, pod, utcnow(), r.settings, await r.largest_gpu_mib())
+        await apply(r, job, update, resource_version=job["metadata"]["resourceVersion"])
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=10.0,
+    idle=5.0,
+    when=lambda status, **_: status.get("phase") in {p.value for p in ACTIVE_PHASES},
+)
+async def resync_active(body: kopf.Body, **_: Any) -> None:
+    try:
+        await follow_attempt(body["metadata"]["namespace"], body["metadata"]["name"])
+    except ConflictError:
+        pass  # someone else just wrote it; the next event brings us back
+    except OperatorError as e:
+        rt().metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
+        raise to_kopf_error(e) from e
+
+
+# ------------------------------------------------------------ pod handlers
+@kopf.on.event("", "v1", "pods", labels=WORKER_LABELS)
+async def worker_pod_event(body: kopf.Body, **_: Any) -> None:
+    labels = body.get("metadata", {}).get("labels", {})
+    job_name = labels.get("zopilot.dev/job")
+    if not job_name:
+        return
+    try:
+        await follow_attempt(body["metadata"]["namespace"], job_name)
+    except ConflictError:
+        pass  # the job changed meanwhile; its own event reconciles it
+    except OperatorError as e:
+        rt().metrics.reconcile_errors.labels(handler="pod_event", kind=type(e).__name__).inc()
+        raise to_kopf_error(e) from e
+
+
+# --------------------------------------------------------------- admission
+async def admission_loop(r: Runtime) -> None:
+    elector = LeaseElector(
+        r.api,
+        r.settings.leader_election_namespace,
+        "zopilot-operator-admission",
+        r.identity,
+        r.settings.leader_election_lease_s,
+    )
+    while True:
+        started = time.monotonic()
+        try:
+            if await elector.ensure():
+                await admit_once(r)
+        except Exception:
+            r.metrics.reconcile_errors.labels(handler="admission", kind="unexpected").inc()
+            log.exception("admission round failed")
+        await asyncio.sleep(
+            max(0.05, r.settings.admission_interval_s - (time.monotonic() - started))
+        )
+
+
+async def admit_once(r: Runtime) -> None:
+    jobs = await r.kube.list_jobs()
+    r.metrics.set_phase_counts(phase_counts(jobs))
+    if not any(job_phase(j) is Phase.QUEUED for j in jobs):
+        return
+    nodes = await r.nodes(fresh=True)
+    samples: Any
+    try:
+        samples = await query_gpu_memory(r.settings, r.http)
+    except MetricsUnavailable as e:
+        r.metrics.prometheus_query_errors.labels(reason=e.reason).inc()
+        samples = e
+    now = utcnow()
+    round_ = admission_round(jobs, nodes, samples, now, r.settings)
+    r.metrics.observe_round(round_)
+    by_key = {job_key(j): j for j in jobs}
+    for key, update in round_updates(round_, jobs, now).items():
+        job = by_key[key]
+        try:
+            # Conditional on the version the decision was made from.
+            await apply(r, job, update, resource_version=job["metadata"]["resourceVersion"])
+        except (ConflictError, NotFoundError):
+            log.info("%s changed during admission; it is reconsidered next round", key)
+        except OperatorError as e:
+            log.warning("%s: admission update failed: %s", key, e)

@@ -1,0 +1,69 @@
+"""What the handlers share within one operator process: settings, API clients,
+metrics, per-job locks and a short-lived node cache. Created at startup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from kubernetes import client, config
+from prometheus_client import CollectorRegistry
+
+from zopilot_operator.gpus import NodeInfo, largest_gpu_mib, node_info
+from zopilot_operator.kube import Kube
+from zopilot_operator.metrics import OperatorMetrics
+from zopilot_operator.settings import OperatorSettings
+
+NODE_CACHE_S = 5.0
+
+
+def api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return client.ApiClient()
+    return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+@dataclass
+class Runtime:
+    settings: OperatorSettings
+    kube: Kube
+    api: client.ApiClient
+    http: httpx.AsyncClient
+    registry: CollectorRegistry
+    metrics: OperatorMetrics
+    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    _nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+
+    @classmethod
+    def create(cls, settings: OperatorSettings) -> Runtime:
+        api = api_client()
+        registry = CollectorRegistry()
+        return cls(
+            settings, Kube(api), api, httpx.AsyncClient(), registry, OperatorMetrics(registry)
+        )
+
+    def lock(self, job_uid: str) -> asyncio.Lock:
+        return self._locks[job_uid]
+
+    async def nodes(self, fresh: bool = False) -> list[dict[str, Any]]:
+        at, nodes = self._nodes
+        if fresh or time.monotonic() - at > NODE_CACHE_S:
+            nodes = await self.kube.list_nodes()
+            self._nodes = (time.monotonic(), nodes)
+        return nodes
+
+    async def node_infos(self) -> list[NodeInfo]:
+        infos = (node_info(n, self.settings.worker_tolerated_taints) for n in await self.nodes())
+        return [i for i in infos if i is not None]
+
+    async def largest_gpu_mib(self) -> int | None:
+        return largest_gpu_mib(await self.node_infos(), self.settings)
