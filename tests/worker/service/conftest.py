@@ -46,14 +46,14 @@ def wait_until() -> WaitUntil:
 
 
 @pytest.fixture(scope="session")
-def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model root holding the catalog's ``tiny-mixtral`` (random weights, built locally)."""
-    from zopilot_worker.testing.tiny_models import build_tiny_mixtral
+def model_root(tiny_mixtral_dir: Path) -> Path:
+    """A model root holding the catalog's ``tiny-mixtral`` (random weights, built locally).
 
-    # The same directory for every test package of the session: the builder reuses it.
-    root = tmp_path_factory.getbasetemp() / "model-root"
-    build_tiny_mixtral(root / "tiny-mixtral")
-    return root
+    The worker conftest builds the model once per session into ``<root>/tiny-mixtral``;
+    its parent is exactly the layout the worker expects under ZOPILOT_WORKER_MODEL_ROOT.
+    """
+    assert tiny_mixtral_dir.name == "tiny-mixtral"
+    return tiny_mixtral_dir.parent
 
 
 @pytest.fixture

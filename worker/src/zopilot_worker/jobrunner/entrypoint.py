@@ -82,7 +82,8 @@ def run_job(
         if server is not None:
             server.stop()
     write_termination_message(options.termination_log or settings.termination_log, summary)
-    print(json.dumps({"event": "summary", **summary}, ensure_ascii=False), file=stream, flush=True)
+    event = json.dumps({"event": "summary", **summary}, separators=(",", ":"), ensure_ascii=False)
+    print(event, file=stream, flush=True)
     code: int = summary["exitCode"]
     return code
 
