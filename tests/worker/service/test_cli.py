@@ -64,7 +64,12 @@ def test_doctor_subcommand_delegates(monkeypatch: pytest.MonkeyPatch) -> None:
     import zopilot_worker.doctor as doctor
 
     seen: list[list[str]] = []
-    monkeypatch.setattr(doctor, "main", lambda argv: seen.append(list(argv)) or 3)
+
+    def fake_doctor(argv: list[str]) -> int:
+        seen.append(list(argv))
+        return 3
+
+    monkeypatch.setattr(doctor, "main", fake_doctor)
     assert cli.main(["doctor", "--json", "--require-cuda"]) == 3
     assert seen == [["--json", "--require-cuda"]]
 

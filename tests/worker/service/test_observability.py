@@ -127,7 +127,7 @@ def test_unexpected_error_is_a_generic_500_logged_with_the_request_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_settings()
-    app = create_app(settings, engine=ExplodingEngine(settings), doctor=None)  # type: ignore[arg-type]
+    app = create_app(settings, engine=ExplodingEngine(settings), doctor=None)
     with serve_app(app) as client:
         response = client.post(
             "/extract",

@@ -62,7 +62,7 @@ def test_paths_match_the_routes(app_and_schema: tuple[Any, dict[str, Any]]) -> N
         (route.path, method.lower())
         for route in _api_routes(app.routes)
         if route.include_in_schema
-        for method in route.methods
+        for method in route.methods or ()
     }
     documented = {(path, method) for path, item in schema["paths"].items() for method in item}
     assert documented == routes
