@@ -53,7 +53,7 @@ def test_temporary_files_are_removed(
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
             zf.writestr("[Content_Types].xml", "<Types/>")
-            zf.writestr("word/document.xml", "<<< not xml")
+            zf.writestr("word/document.xml", "<document/>")
         with pytest.raises(CorruptDocument):
             extractor.extract(buf.getvalue(), name)
     assert list(tmp_path.iterdir()) == []

@@ -79,12 +79,52 @@ def test_truncated_docx(extractor: Extractor) -> None:
     _raises(extractor, data[: len(data) // 2], "half.docx", CorruptDocument)
 
 
+def _rezip(data: bytes, replace: dict[str, bytes]) -> bytes:
+    """The zip with some entries' contents replaced (every name must exist)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        assert set(replace) <= set(src.namelist())
+        for info in src.infolist():
+            dst.writestr(info.filename, replace.get(info.filename, src.read(info)))
+    return out.getvalue()
+
+
 def test_docx_whose_xml_is_garbage(extractor: Extractor) -> None:
+    data = _rezip(make_docx(None, "T", ["p"]), {"word/document.xml": b"<<< not xml"})
+    _raises(extractor, data, "bad.docx", CorruptDocument)
+
+
+def test_docx_that_is_not_a_word_package(extractor: Extractor) -> None:
+    # Well-formed XML that passes the guard: python-docx (inside docstrange) refuses it.
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("[Content_Types].xml", "<Types/>")
-        zf.writestr("word/document.xml", "<<< not xml")
+        zf.writestr("word/document.xml", "<document/>")
     _raises(extractor, buf.getvalue(), "bad.docx", CorruptDocument)
+
+
+BILLION_LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+                  + b"".join(b'<!ENTITY lol%d "%s">' % (i, b"&lol%d;" % (i - 1) * 10 if i > 1
+                                                          else b"&lol;" * 10)
+                             for i in range(1, 10))
+                  + b']><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/'
+                  b'main"><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>&lol9;</t></is>'
+                  b"</c></row></sheetData></worksheet>")
+
+
+def test_xml_entity_bomb_in_xlsx_is_refused_before_parsing(extractor: Extractor) -> None:
+    xlsx = make_xlsx(None, {"S": [["word"]]})
+    data = _rezip(xlsx, {"xl/worksheets/sheet1.xml": BILLION_LAUGHS})
+    err = _raises(extractor, data, "lol.xlsx", CorruptDocument)
+    assert "DTD" in err.public_message
+
+
+def test_external_entity_in_docx_is_refused(extractor: Extractor) -> None:
+    xxe = (b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+           b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+           b"<w:body><w:p><w:r><w:t>&x;</w:t></w:r></w:p></w:body></w:document>")
+    data = _rezip(make_docx(None, "T", ["p"]), {"word/document.xml": xxe})
+    _raises(extractor, data, "xxe.docx", CorruptDocument)
 
 
 def test_zip_bomb_docx_fails_fast_with_bounded_memory(extractor: Extractor) -> None:

@@ -6,9 +6,12 @@ CPython's ``zipfile`` (used by python-docx, python-pptx and openpyxl) stops
 inflating an entry at its declared size and fails the CRC check if more data
 follows, so an archive cannot lie its way past this guard.
 
-XML entity bombs inside the parts are handled by the parsers themselves:
-python-docx/python-pptx parse with ``resolve_entities=False`` and openpyxl uses
-defusedxml when it is installed (it is, via docstrange's dependencies).
+XML entity bombs and external entities are refused here too, whatever the
+parsers do (python-docx/python-pptx parse with ``resolve_entities=False``;
+openpyxl is only hardened when defusedxml happens to be installed): the Open
+Packaging Conventions (ECMA-376 Part 2) forbid DTD declarations in package
+parts, so any part whose prolog holds a ``<!DOCTYPE`` is rejected. Only the
+first few KiB of each part are inflated for that.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ MAX_ENTRIES = 10_000
 _RATIO_FLOOR_BYTES = 1024 * 1024
 _REQUIRED = {"docx": "word/document.xml", "pptx": "ppt/presentation.xml",
              "xlsx": "xl/workbook.xml"}
+# A part's prolog (XML declaration, comments, PIs) must end within this window;
+# real OOXML parts reach their root element within ~100 bytes.
+_PROLOG_WINDOW = 4096
+# "*+" (possessive, Python 3.11+): without it, a hostile run of comments or
+# whitespace makes the regex backtrack exponentially.
+_PROLOG = re.compile(r"\A\ufeff?(?:\s|<!--.*?-->|<\?.*?\?>)*+<[A-Za-z_]", re.DOTALL)
 _UNITS = {"pptx": (re.compile(r"ppt/slides/slide\d+\.xml"), "slides"),
           "xlsx": (re.compile(r"xl/worksheets/sheet\d+\.xml"), "sheets")}
 
@@ -71,6 +80,7 @@ def check_ooxml(data: bytes, kind: Kind, settings: ExtractSettings) -> int:
     if total > _RATIO_FLOOR_BYTES and total / max(compressed, 1) > settings.max_compression_ratio:
         raise _bomb(kind, f"it inflates {total // compressed}x", f"{total} from {compressed}")
 
+    _check_prologs(data, infos, kind)
     names = {info.filename for info in infos}
     if _REQUIRED[kind] not in names:
         raise CorruptDocument(f"The file is not a valid {kind.upper()} document "
@@ -83,3 +93,25 @@ def check_ooxml(data: bytes, kind: Kind, settings: ExtractSettings) -> int:
         raise DocumentTooLarge(f"The {kind.upper()} has {count} {unit}; the limit is "
                                f"{settings.max_pages}. Split it into smaller documents.")
     return max(count, 1)
+
+
+def _check_prologs(data: bytes, infos: list[zipfile.ZipInfo], kind: Kind) -> None:
+    """Refuse parts with a DTD (entity bombs, XXE) or a prolog too long to be real."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for info in infos:
+            if not info.filename.endswith((".xml", ".rels")) or info.file_size == 0:
+                continue
+            try:
+                with archive.open(info) as part:
+                    head = part.read(_PROLOG_WINDOW)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError,
+                    NotImplementedError, RuntimeError) as exc:
+                raise CorruptDocument(f"The {kind.upper()} file is damaged (a part cannot be "
+                                      "inflated).", detail=f"{info.filename}: {exc!r}") from exc
+            encoding = "utf-16" if head.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8"
+            text = head.decode(encoding, errors="ignore")
+            if not _PROLOG.match(text):
+                raise CorruptDocument(
+                    f"The {kind.upper()} file was refused: one of its XML parts declares a "
+                    "DTD or is not XML, which Office documents never do.", detail=info.filename)
+
