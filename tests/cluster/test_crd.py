@@ -17,8 +17,9 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def crd(cluster: LocalCluster) -> LocalCluster:
     cluster.kubectl("apply", "--server-side", "-f", "crds/documentjob.yaml")
-    cluster.kubectl("wait", "--for=condition=Established", "crd/documentjobs.zopilot.dev",
-                    "--timeout=60s")
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/documentjobs.zopilot.dev", "--timeout=60s"
+    )
     return cluster
 
 
@@ -36,9 +37,15 @@ def _apply(c: LocalCluster, obj: dict[str, object]) -> tuple[int, str]:
 
 
 def valid(ns: str, name: str = "ok") -> DocumentJobBuilder:
-    return DocumentJobBuilder(name, ns).url("https://files.example/a.pdf").classify(
-        ["invoice", "receipt", "contract", "other"], model="mixtral-8x7b-instruct",
-        quantization="nf4")
+    return (
+        DocumentJobBuilder(name, ns)
+        .url("https://files.example/a.pdf")
+        .classify(
+            ["invoice", "receipt", "contract", "other"],
+            model="mixtral-8x7b-instruct",
+            quantization="nf4",
+        )
+    )
 
 
 def test_create_read_delete_with_defaults(crd: LocalCluster, ns: str) -> None:
@@ -60,12 +67,29 @@ def test_create_read_delete_with_defaults(crd: LocalCluster, ns: str) -> None:
 def test_status_is_a_subresource(crd: LocalCluster, ns: str) -> None:
     _apply(crd, valid(ns).obj())
     # A status written through the main resource is ignored ...
-    crd.kubectl("patch", "documentjob", "ok", "-n", ns, "--type=merge",
-                "-p", '{"status": {"phase": "Running"}}')
+    crd.kubectl(
+        "patch",
+        "documentjob",
+        "ok",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Running"}}',
+    )
     assert crd.kubectl("get", "dj", "ok", "-n", ns, "-o", "jsonpath={.status.phase}").stdout == ""
     # ... and accepted through /status.
-    crd.kubectl("patch", "documentjob", "ok", "-n", ns, "--subresource=status", "--type=merge",
-                "-p", '{"status": {"phase": "Running", "progress": {"summary": "3/10"}}}')
+    crd.kubectl(
+        "patch",
+        "documentjob",
+        "ok",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Running", "progress": {"summary": "3/10"}}}',
+    )
     out = crd.kubectl("get", "dj", "ok", "-n", ns).stdout
     header = out.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "NODE", "PROGRESS", "AGE"]
@@ -77,30 +101,45 @@ def test_status_is_a_subresource(crd: LocalCluster, ns: str) -> None:
 INVALID = {
     "missing documents": (lambda b: b.drop("spec.documents"), "spec.documents: Required value"),
     "empty documents": (lambda b: b.set("spec.documents", []), "should have at least 1 items"),
-    "unknown task": (lambda b: b.set("spec.tasks", ["extract", "summarize"]),
-                     'Unsupported value: "summarize"'),
-    "bad quantization": (lambda b: b.set("spec.classify.quantization", "fp8"),
-                         'Unsupported value: "fp8"'),
-    "negative retries": (lambda b: b.set("spec.retries", -1),
-                         "should be greater than or equal to 0"),
+    "unknown task": (
+        lambda b: b.set("spec.tasks", ["extract", "summarize"]),
+        'Unsupported value: "summarize"',
+    ),
+    "bad quantization": (
+        lambda b: b.set("spec.classify.quantization", "fp8"),
+        'Unsupported value: "fp8"',
+    ),
+    "negative retries": (
+        lambda b: b.set("spec.retries", -1),
+        "should be greater than or equal to 0",
+    ),
     "unknown field": (lambda b: b.set("spec.gpus", 2), 'unknown field "spec.gpus"'),
-    "classify without options": (lambda b: b.drop("spec.classify"),
-                                 "spec.classify (labels, model) is required"),
+    "classify without options": (
+        lambda b: b.drop("spec.classify"),
+        "spec.classify (labels, model) is required",
+    ),
     "two sources in one document": (
-        lambda b: b.set("spec.documents", [{"url": "https://x/a.pdf",
-                                            "configMap": {"name": "a", "key": "b"}}]),
-        "exactly one of url, configMap or volume"),
+        lambda b: b.set(
+            "spec.documents", [{"url": "https://x/a.pdf", "configMap": {"name": "a", "key": "b"}}]
+        ),
+        "exactly one of url, configMap or volume",
+    ),
     "bad gpu memory": (lambda b: b.set("spec.gpuMemory", "lots"), "gpuMemory must be"),
-    "one label": (lambda b: b.set("spec.classify.labels", ["invoice"]),
-                  "should have at least 2 items"),
-    "non-http url": (lambda b: b.set("spec.documents", [{"url": "file:///etc/passwd"}]),
-                     "should match '^https?://'"),
+    "one label": (
+        lambda b: b.set("spec.classify.labels", ["invoice"]),
+        "should have at least 2 items",
+    ),
+    "non-http url": (
+        lambda b: b.set("spec.documents", [{"url": "file:///etc/passwd"}]),
+        "should match '^https?://'",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(INVALID), ids=list(INVALID))
 def test_invalid_manifests_are_rejected_with_readable_messages(
-        crd: LocalCluster, ns: str, case: str) -> None:
+    crd: LocalCluster, ns: str, case: str
+) -> None:
     mutate, message = INVALID[case]
     rc, err = _apply(crd, mutate(valid(ns, "bad")).obj())
     assert rc != 0, f"{case}: accepted"

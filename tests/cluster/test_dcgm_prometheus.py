@@ -11,8 +11,9 @@ pytestmark = pytest.mark.cluster
 
 
 def _free_by_host(cluster: LocalCluster) -> dict[str, float]:
-    return {s["metric"]["Hostname"]: float(s["value"][1])
-            for s in cluster.query("DCGM_FI_DEV_FB_FREE")}
+    return {
+        s["metric"]["Hostname"]: float(s["value"][1]) for s in cluster.query("DCGM_FI_DEV_FB_FREE")
+    }
 
 
 def test_one_free_memory_series_per_simulated_gpu(cluster: LocalCluster) -> None:

@@ -18,14 +18,22 @@ def _processes_mentioning(path: Path) -> list[str]:
 
 
 def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
-    cfg = ClusterConfig(name="zopilot-lifecycle", state_dir=tmp_path / "c", gpu_nodes=1,
-                        cpu_nodes=1)
+    cfg = ClusterConfig(
+        name="zopilot-lifecycle", state_dir=tmp_path / "c", gpu_nodes=1, cpu_nodes=1
+    )
     c = LocalCluster(cfg)
     try:
         first = c.up()
         pids = dict(first.pids)
-        assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                "kwok-controller", "prometheus", "dcgm-exporter"} <= set(pids)
+        assert {
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok-controller",
+            "prometheus",
+            "dcgm-exporter",
+        } <= set(pids)
         again = LocalCluster(cfg).up()  # a second `up` from a new process view
         assert again.pids == pids, "a second up must reuse the running cluster"
         # Everything binds to loopback.

@@ -1,7 +1,7 @@
 """Chained builders of DocumentJob manifests, for tests and the demo.
 
-    DocumentJobBuilder("march", "finance").volume("inbox", "march/*.pdf")
-        .classify(["invoice", "receipt"], model="tiny-mixtral").gpu_memory("10Gi").obj()
+DocumentJobBuilder("march", "finance").volume("inbox", "march/*.pdf")
+    .classify(["invoice", "receipt"], model="tiny-mixtral").gpu_memory("10Gi").obj()
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class DocumentJobBuilder:
         self._spec["tasks"] = list(tasks)
         return self
 
-    def classify(self, labels: list[str], model: str = "tiny-mixtral",
-                 quantization: str = "none") -> DocumentJobBuilder:
+    def classify(
+        self, labels: list[str], model: str = "tiny-mixtral", quantization: str = "none"
+    ) -> DocumentJobBuilder:
         if "classify" not in self._spec["tasks"]:
             self._spec["tasks"] = [*self._spec["tasks"], "classify"]
         self._spec["classify"] = {"labels": labels, "model": model, "quantization": quantization}

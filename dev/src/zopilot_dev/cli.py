@@ -21,17 +21,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu-nodes", type=int, default=2)
     ap.add_argument("--gpu-replicas", type=int, default=4)
     ap.add_argument("--cpu-nodes", type=int, default=1)
-    ap.add_argument("--scrape-interval", type=float, default=1.0, help="Prometheus scrape interval (s)")
+    ap.add_argument(
+        "--scrape-interval", type=float, default=1.0, help="Prometheus scrape interval (s)"
+    )
     ap.add_argument("--apiserver-port", type=int, default=0, help="0 = a free port")
     ap.add_argument("--prometheus-port", type=int, default=0, help="0 = a free port")
-    ap.add_argument("--podrunner", action="store_true", help="also run worker pods as local processes")
+    ap.add_argument(
+        "--podrunner", action="store_true", help="also run worker pods as local processes"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[cluster] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     kw = {"state_dir": args.state_dir} if args.state_dir else {}
-    cfg = ClusterConfig(name=args.name, gpu_nodes=args.gpu_nodes, gpu_replicas=args.gpu_replicas,
-                        cpu_nodes=args.cpu_nodes, scrape_interval_s=args.scrape_interval,
-                        apiserver_port=args.apiserver_port, prometheus_port=args.prometheus_port, **kw)
+    cfg = ClusterConfig(
+        name=args.name,
+        gpu_nodes=args.gpu_nodes,
+        gpu_replicas=args.gpu_replicas,
+        cpu_nodes=args.cpu_nodes,
+        scrape_interval_s=args.scrape_interval,
+        apiserver_port=args.apiserver_port,
+        prometheus_port=args.prometheus_port,
+        **kw,
+    )
     c = LocalCluster(cfg)
     try:
         if args.command == "up":

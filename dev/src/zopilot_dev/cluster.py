@@ -121,8 +121,14 @@ class LocalCluster:
             self.start_component(name)
         if podrunner:
             self.start_component("podrunner")
-        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(
-            nodes.all_nodes(cfg.gpu_nodes, cfg.gpu_replicas, cfg.cpu_nodes)))
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(
+                nodes.all_nodes(cfg.gpu_nodes, cfg.gpu_replicas, cfg.cpu_nodes)
+            ),
+        )
         self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=120s")
         self.wait_for_gpu_metrics()
         log.info("cluster %s up in %.1f s", cfg.name, time.monotonic() - t0)
@@ -151,11 +157,17 @@ class LocalCluster:
         stages = (REPO_ROOT / "dev" / "kwok" / "stages.yaml").read_text()
         conf_path.write_text(yaml.safe_dump(kwokctl_conf, sort_keys=False) + "---\n" + stages)
         argv = [
-            str(bin_dir / "kwokctl"), "create", "cluster",
-            "--name", cfg.name,
-            "--config", str(conf_path),
-            "--kubeconfig", str(cfg.kubeconfig),
-            "--wait", "120s",
+            str(bin_dir / "kwokctl"),
+            "create",
+            "cluster",
+            "--name",
+            cfg.name,
+            "--config",
+            str(conf_path),
+            "--kubeconfig",
+            str(cfg.kubeconfig),
+            "--wait",
+            "120s",
         ]
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         with (cfg.state_dir / "kwokctl.log").open("ab") as out:
@@ -184,26 +196,48 @@ class LocalCluster:
         py = sys.executable
         if name == "dcgm-exporter":
             port = int(st.dcgm_url.rsplit(":", 1)[1])
-            argv = [py, "-m", "zopilot_dev.dcgm", "--port", str(port),
-                    "--gpus", str(cfg.state_dir / "gpus.json"),
-                    "--kubeconfig", st.kubeconfig, "--follow-delay", str(cfg.dcgm_follow_delay_s)]
+            argv = [
+                py,
+                "-m",
+                "zopilot_dev.dcgm",
+                "--port",
+                str(port),
+                "--gpus",
+                str(cfg.state_dir / "gpus.json"),
+                "--kubeconfig",
+                st.kubeconfig,
+                "--follow-delay",
+                str(cfg.dcgm_follow_delay_s),
+            ]
             ready = f"{st.dcgm_url}/health"
         elif name == "prometheus":
             root = cfg.state_dir / "prometheus"
-            prometheus.write_config(root, st.dcgm_url.removeprefix("http://"), cfg.scrape_interval_s)
+            prometheus.write_config(
+                root, st.dcgm_url.removeprefix("http://"), cfg.scrape_interval_s
+            )
             argv = prometheus.argv(root, int(st.prometheus_url.rsplit(":", 1)[1]))
             ready = f"{st.prometheus_url}/-/ready"
         elif name == "podrunner":
-            argv = [py, "-m", "zopilot_dev.podrunner", "--kubeconfig", st.kubeconfig,
-                    "--work-dir", str(cfg.state_dir / "pods")]
+            argv = [
+                py,
+                "-m",
+                "zopilot_dev.podrunner",
+                "--kubeconfig",
+                st.kubeconfig,
+                "--work-dir",
+                str(cfg.state_dir / "pods"),
+            ]
             ready = ""
         else:
             raise ClusterError(f"unknown component {name!r}; known: {', '.join(OWN_COMPONENTS)}")
         st.pids[name] = procs.start(name, argv, self.logs_dir, cwd=REPO_ROOT)
         st.save(cfg.state_file)
-        if ready and not procs.wait_for(lambda: httpx.get(ready, timeout=1).status_code == 200,
-                                        timeout_s=60):
-            raise ClusterError(f"{name} did not become ready:\n{procs.tail(self.logs_dir / f'{name}.log')}")
+        if ready and not procs.wait_for(
+            lambda: httpx.get(ready, timeout=1).status_code == 200, timeout_s=60
+        ):
+            raise ClusterError(
+                f"{name} did not become ready:\n{procs.tail(self.logs_dir / f'{name}.log')}"
+            )
 
     def stop_component(self, name: str) -> None:
         st = self.state
@@ -225,15 +259,27 @@ class LocalCluster:
             shutil.copytree(self.logs_dir, keep)
         kwokctl = Path(st.bin_dir if st else tools_bin_dir(build=False)) / "kwokctl"
         if kwokctl.exists():
-            subprocess.run([str(kwokctl), "delete", "cluster", "--name", self.config.name],
-                           env=self._kwok_env(), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, check=False)
+            subprocess.run(
+                [str(kwokctl), "delete", "cluster", "--name", self.config.name],
+                env=self._kwok_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
         # Whatever kwokctl missed (e.g. after a crash): kill by recorded pid.
-        for pid in (st.pids.values() if st else []):
+        for pid in st.pids.values() if st else []:
             procs.stop(pid, timeout_s=5)
         for pid in self._read_kwok_pids().values():
             procs.stop(pid, timeout_s=5)
-        for sub in ("kwok", "prometheus", "pods", "volumes", "state.json", "kubeconfig", "gpus.json"):
+        for sub in (
+            "kwok",
+            "prometheus",
+            "pods",
+            "volumes",
+            "state.json",
+            "kubeconfig",
+            "gpus.json",
+        ):
             p = self.config.state_dir / sub
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
@@ -242,13 +288,21 @@ class LocalCluster:
         self._state = None
 
     # ---------------------------------------------------------------- helpers
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout_s: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         st = self.state
-        r = subprocess.run([str(Path(st.bin_dir) / "kubectl"), "--kubeconfig", st.kubeconfig, *args],
-                           input=input, text=True, capture_output=True, timeout=timeout_s)
+        r = subprocess.run(
+            [str(Path(st.bin_dir) / "kubectl"), "--kubeconfig", st.kubeconfig, *args],
+            input=input,
+            text=True,
+            capture_output=True,
+            timeout=timeout_s,
+        )
         if check and r.returncode != 0:
-            raise ClusterError(f"kubectl {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+            raise ClusterError(
+                f"kubectl {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}"
+            )
         return r
 
     def query(self, promql: str) -> list[dict[str, Any]]:
@@ -256,7 +310,9 @@ class LocalCluster:
 
     def wait_for_gpu_metrics(self, timeout_s: float = 60) -> None:
         n = len(self.state.gpus)
-        if not procs.wait_for(lambda: len(self.query("DCGM_FI_DEV_FB_FREE")) == n, timeout_s=timeout_s):
+        if not procs.wait_for(
+            lambda: len(self.query("DCGM_FI_DEV_FB_FREE")) == n, timeout_s=timeout_s
+        ):
             raise ClusterError(f"Prometheus has no DCGM_FI_DEV_FB_FREE series for all {n} GPUs")
 
     def set_gpu(self, key: str, **values: Any) -> dict[str, Any]:
@@ -280,22 +336,39 @@ class LocalCluster:
         d = self.config.state_dir / "volumes" / namespace / claim
         d.mkdir(parents=True, exist_ok=True)
         pv_name = f"zopilot-local-{namespace}-{claim}"[:253]
-        pv = {"apiVersion": "v1", "kind": "PersistentVolume",
-              "metadata": {"name": pv_name, "labels": {"zopilot.dev/simulated": "true"}},
-              "spec": {"capacity": {"storage": size},
-                       "accessModes": ["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce"],
-                       "persistentVolumeReclaimPolicy": "Retain",
-                       "storageClassName": "zopilot-local",
-                       "hostPath": {"path": str(d), "type": "Directory"},
-                       "claimRef": {"namespace": namespace, "name": claim}}}
-        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-               "metadata": {"name": claim, "namespace": namespace},
-               "spec": {"storageClassName": "zopilot-local", "volumeName": pv_name,
-                        "accessModes": ["ReadWriteMany"],
-                        "resources": {"requests": {"storage": size}}}}
+        pv = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv_name, "labels": {"zopilot.dev/simulated": "true"}},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": ["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "zopilot-local",
+                "hostPath": {"path": str(d), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }
+        pvc = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {
+                "storageClassName": "zopilot-local",
+                "volumeName": pv_name,
+                "accessModes": ["ReadWriteMany"],
+                "resources": {"requests": {"storage": size}},
+            },
+        }
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([pv, pvc]))
-        self.kubectl("wait", "-n", namespace, "--for=jsonpath={.status.phase}=Bound",
-                     f"pvc/{claim}", "--timeout=60s")
+        self.kubectl(
+            "wait",
+            "-n",
+            namespace,
+            "--for=jsonpath={.status.phase}=Bound",
+            f"pvc/{claim}",
+            "--timeout=60s",
+        )
         return d
 
     def add_scrape_target(self, name: str, target: str) -> None:
@@ -306,15 +379,23 @@ class LocalCluster:
             return {"up": False}
         st = self.state
         comps = {name: ("running" if procs.alive(pid) else "dead") for name, pid in st.pids.items()}
-        out: dict[str, Any] = {"up": self.healthy(), "name": st.name, "components": comps,
-                               "kubeconfig": st.kubeconfig, "apiserver": st.apiserver_url,
-                               "prometheus": st.prometheus_url, "dcgm": st.dcgm_url,
-                               "logs": st.logs_dir}
+        out: dict[str, Any] = {
+            "up": self.healthy(),
+            "name": st.name,
+            "components": comps,
+            "kubeconfig": st.kubeconfig,
+            "apiserver": st.apiserver_url,
+            "prometheus": st.prometheus_url,
+            "dcgm": st.dcgm_url,
+            "logs": st.logs_dir,
+        }
         try:
-            out["nodes"] = self.kubectl("get", "nodes", "-L", "nvidia.com/gpu.product",
-                                        "-L", "nvidia.com/gpu.replicas").stdout
+            out["nodes"] = self.kubectl(
+                "get", "nodes", "-L", "nvidia.com/gpu.product", "-L", "nvidia.com/gpu.replicas"
+            ).stdout
             out["server_version"] = json.loads(self.kubectl("version", "-o", "json").stdout)[
-                "serverVersion"]["gitVersion"]
+                "serverVersion"
+            ]["gitVersion"]
             out["gpus"] = self.gpus()
         except Exception as e:
             out["error"] = str(e)

@@ -163,7 +163,9 @@ def _parse_time(value: Any) -> float | None:
     return None
 
 
-def pod_usage(pods: list[dict[str, Any]], now: float, delay_s: float) -> dict[str, tuple[int, list[str]]]:
+def pod_usage(
+    pods: list[dict[str, Any]], now: float, delay_s: float
+) -> dict[str, tuple[int, list[str]]]:
     """Pure: MiB per node of worker pods running for at least ``delay_s``."""
     usage: dict[str, tuple[int, list[str]]] = {}
     for p in pods:
@@ -260,10 +262,14 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     if args.kubeconfig:
         threading.Thread(
-            target=follow_pods, args=(exporter, args.kubeconfig, args.follow_delay, stop), daemon=True
+            target=follow_pods,
+            args=(exporter, args.kubeconfig, args.follow_delay, stop),
+            daemon=True,
         ).start()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(exporter))
-    log.info("serving %d simulated GPUs on 127.0.0.1:%d at %s", len(gpus), args.port, datetime.now(UTC))
+    log.info(
+        "serving %d simulated GPUs on 127.0.0.1:%d at %s", len(gpus), args.port, datetime.now(UTC)
+    )
     try:
         server.serve_forever()
     finally:

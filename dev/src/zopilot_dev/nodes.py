@@ -103,7 +103,9 @@ def gpu_node(name: str, replicas: int, memory_mib: int = RTX_4090_MEMORY_MIB) ->
 
 
 def cpu_node(name: str) -> dict[str, Any]:
-    return _node(name, {}, {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"})
+    return _node(
+        name, {}, {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+    )
 
 
 def all_nodes(gpu_nodes: int, gpu_replicas: int, cpu_nodes: int) -> list[dict[str, Any]]:

@@ -86,7 +86,9 @@ class PodRunner:
         dirs: dict[str, Path] = {}
         for v in pod.spec.volumes or []:
             if v.persistent_volume_claim is not None:
-                dirs[v.name] = self._pvc_dir(pod.metadata.namespace, v.persistent_volume_claim.claim_name)
+                dirs[v.name] = self._pvc_dir(
+                    pod.metadata.namespace, v.persistent_volume_claim.claim_name
+                )
             elif v.config_map is not None:
                 d = pod_dir / "configmaps" / v.name
                 d.mkdir(parents=True, exist_ok=True)
@@ -170,46 +172,97 @@ class PodRunner:
             argv[0] = str(self.bin_dir / argv[0])
         env = self._env(pod, c, root, mount_paths)
         with (pod_dir / "container.log").open("ab") as out:
-            proc = subprocess.Popen(argv, env=env, cwd=pod_dir, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=pod_dir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         started_iso = now_iso()
-        self.pods[uid] = LocalPod(uid, ns, name, proc, time.monotonic(), started_iso,
-                                  pod.spec.active_deadline_seconds, term_local, c.name)
+        self.pods[uid] = LocalPod(
+            uid,
+            ns,
+            name,
+            proc,
+            time.monotonic(),
+            started_iso,
+            pod.spec.active_deadline_seconds,
+            term_local,
+            c.name,
+        )
         log.info("%s/%s: started pid %d: %s", ns, name, proc.pid, " ".join(argv))
-        self._patch(pod, {
-            "phase": "Running",
-            "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
-            "startTime": started_iso,
-            "conditions": [
-                {"type": t, "status": "True", "lastTransitionTime": started_iso}
-                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-            ],
-            "containerStatuses": [{
-                "name": c.name, "image": c.image or "", "imageID": "", "ready": True,
-                "restartCount": 0, "started": True,
-                "state": {"running": {"startedAt": started_iso}},
-            }],
-        })
+        self._patch(
+            pod,
+            {
+                "phase": "Running",
+                "hostIP": "127.0.0.1",
+                "podIP": "127.0.0.1",
+                "startTime": started_iso,
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": started_iso}
+                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                ],
+                "containerStatuses": [
+                    {
+                        "name": c.name,
+                        "image": c.image or "",
+                        "imageID": "",
+                        "ready": True,
+                        "restartCount": 0,
+                        "started": True,
+                        "state": {"running": {"startedAt": started_iso}},
+                    }
+                ],
+            },
+        )
 
     def _waiting_status(self, reason: str, message: str) -> dict[str, Any]:
         return {"phase": "Pending", "reason": reason, "message": message}
 
-    def _finish_status(self, pod: Any, code: int, reason: str, message: str, started_iso: str,
-                       pod_reason: str | None = None) -> None:
+    def _finish_status(
+        self,
+        pod: Any,
+        code: int,
+        reason: str,
+        message: str,
+        started_iso: str,
+        pod_reason: str | None = None,
+    ) -> None:
         c = pod.spec.containers[0]
         finished = now_iso()
         status: dict[str, Any] = {
             "phase": "Succeeded" if code == 0 else "Failed",
-            "conditions": [{"type": t, "status": "False", "lastTransitionTime": finished,
-                            "reason": "PodCompleted" if code == 0 else "PodFailed"}
-                           for t in ("ContainersReady", "Ready")],
-            "containerStatuses": [{
-                "name": c.name, "image": c.image or "", "imageID": "", "ready": False,
-                "restartCount": 0, "started": False,
-                "state": {"terminated": {"exitCode": code, "reason": reason, "message": message,
-                                         "startedAt": started_iso, "finishedAt": finished}},
-            }],
+            "conditions": [
+                {
+                    "type": t,
+                    "status": "False",
+                    "lastTransitionTime": finished,
+                    "reason": "PodCompleted" if code == 0 else "PodFailed",
+                }
+                for t in ("ContainersReady", "Ready")
+            ],
+            "containerStatuses": [
+                {
+                    "name": c.name,
+                    "image": c.image or "",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {
+                        "terminated": {
+                            "exitCode": code,
+                            "reason": reason,
+                            "message": message,
+                            "startedAt": started_iso,
+                            "finishedAt": finished,
+                        }
+                    },
+                }
+            ],
         }
         if pod_reason:
             status["reason"] = pod_reason
@@ -219,7 +272,9 @@ class PodRunner:
     def finish(self, lp: LocalPod, pod: Any) -> None:
         rc = lp.proc.returncode
         try:
-            message = lp.termination_log.read_bytes()[:MAX_TERMINATION_MESSAGE].decode("utf-8", "replace")
+            message = lp.termination_log.read_bytes()[:MAX_TERMINATION_MESSAGE].decode(
+                "utf-8", "replace"
+            )
         except FileNotFoundError:
             message = ""
         pod_reason = None
@@ -237,8 +292,9 @@ class PodRunner:
 
     def _patch(self, pod: Any, status: dict[str, Any]) -> None:
         with contextlib.suppress(ApiException):
-            self.api.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace,
-                                                 {"status": status})
+            self.api.patch_namespaced_pod_status(
+                pod.metadata.name, pod.metadata.namespace, {"status": status}
+            )
 
     def kill(self, lp: LocalPod, reason: str) -> None:
         lp.killed_by_us = reason
@@ -269,7 +325,11 @@ class PodRunner:
                 if phase == "Pending":
                     self.start(pod)
                 continue
-            if lp.proc.poll() is None and lp.deadline_s and time.monotonic() - lp.started > lp.deadline_s:
+            if (
+                lp.proc.poll() is None
+                and lp.deadline_s
+                and time.monotonic() - lp.started > lp.deadline_s
+            ):
                 self.kill(lp, "DeadlineExceeded")
             if lp.proc.poll() is not None and not lp.extra.get("reported"):
                 self.finish(lp, pod)

@@ -77,9 +77,7 @@ def stop(pid: int, timeout_s: float = 10.0) -> None:
             return
 
 
-def wait_for(
-    condition: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.2
-) -> bool:
+def wait_for(condition: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.2) -> bool:
     """Poll ``condition`` until it is true or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
     while True:

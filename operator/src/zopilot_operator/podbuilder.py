@@ -197,7 +197,7 @@ def build_worker_pod(
         "name": WORKER_CONTAINER,
         "image": settings.worker_image,
         "imagePullPolicy": settings.worker_image_pull_policy,
-        "command": list(WORKER_COMMAND),
+        "command": list(settings.worker_command or WORKER_COMMAND),
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "ports": [{"name": "metrics", "containerPort": settings.worker_metrics_port}],
         "resources": {

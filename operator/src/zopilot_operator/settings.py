@@ -173,6 +173,11 @@ class OperatorSettings(BaseSettings):
         description="USD per GPU-second for status.costUSD: the RTX 4090 serverless price "
         "the predecessor paid, so costs compare like for like.",
     )
+    worker_command: list[str] = Field(
+        default_factory=list,
+        description="Override of the worker container's command (a JSON list). Empty: "
+        "the worker's own `zopilot-worker run-job`. For stand-in workers in development.",
+    )
     leader_election_namespace: str = Field(
         default="default",
         description="Namespace of the Lease that elects the one instance running the "
