@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-
 # Popen objects of the processes this interpreter started: kept so they are
 # not garbage-collected while running (Popen.__del__ warns) and to reap them.
 _children: dict[int, subprocess.Popen[bytes]] = {}
