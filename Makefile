@@ -20,6 +20,7 @@ doctor: deps
 
 # pytest exits 5 when it collected no tests: that must fail, never pass silently.
 test: deps doctor
+	.venv/bin/ruff check .
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

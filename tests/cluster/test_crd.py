@@ -1,4 +1,4 @@
-"""The DocumentJob CRD on the real API server: install, CRUD, defaults, validation, printer columns."""
+"""The DocumentJob CRD on the real API server: install, CRUD, defaults, validation, columns."""
 
 from __future__ import annotations
 

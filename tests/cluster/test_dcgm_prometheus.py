@@ -1,4 +1,4 @@
-"""The real Prometheus scrapes the DCGM stand-in: one series per simulated GPU, values a test sets."""
+"""The real Prometheus scrapes the DCGM stand-in: a series per simulated GPU, values a test sets."""
 
 from __future__ import annotations
 
