@@ -21,6 +21,7 @@ doctor: deps
 # pytest exits 5 when it collected no tests: that must fail, never pass silently.
 test: deps doctor
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -30,6 +31,7 @@ test-fast: deps
 lint: deps
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 demo: deps
 	$(PY) -m zopilot_dev.demo

@@ -34,10 +34,37 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-_WORDS = ["invoice", "amount", "due", "payment", "terms", "customer", "supplier", "agreement",
-          "delivery", "total", "quantity", "price", "tax", "net", "gross", "account", "number",
-          "reference", "date", "signature", "party", "clause", "liability", "confidential",
-          "shipment", "order", "receipt", "balance", "credit"]
+_WORDS = [
+    "invoice",
+    "amount",
+    "due",
+    "payment",
+    "terms",
+    "customer",
+    "supplier",
+    "agreement",
+    "delivery",
+    "total",
+    "quantity",
+    "price",
+    "tax",
+    "net",
+    "gross",
+    "account",
+    "number",
+    "reference",
+    "date",
+    "signature",
+    "party",
+    "clause",
+    "liability",
+    "confidential",
+    "shipment",
+    "order",
+    "receipt",
+    "balance",
+    "credit",
+]
 
 
 def make_corpus(docs: int, pages: int) -> list[bytes]:
@@ -49,8 +76,10 @@ def make_corpus(docs: int, pages: int) -> list[bytes]:
         texts = []
         for p in range(pages):
             lines = [f"Document {d + 1}, page {p + 1}"]
-            lines += [" ".join(rng.choice(_WORDS) for _ in range(12)) + f" {rng.randint(1, 9999)}."
-                      for _ in range(40)]
+            lines += [
+                " ".join(rng.choice(_WORDS) for _ in range(12)) + f" {rng.randint(1, 9999)}."
+                for _ in range(40)
+            ]
             texts.append("\n".join(lines))
         corpus.append(make_text_pdf(texts))
     return corpus
@@ -144,8 +173,9 @@ def _timed(run: Runner, corpus: list[bytes], whole_corpus: bool) -> tuple[float,
     return time.perf_counter() - start, pages
 
 
-def measure(methods: list[tuple[str, Callable[[], Runner], bool]], corpus: list[bytes],
-            rounds: int) -> dict[str, tuple[float, int, int] | str]:
+def measure(
+    methods: list[tuple[str, Callable[[], Runner], bool]], corpus: list[bytes], rounds: int
+) -> dict[str, tuple[float, int, int] | str]:
     """name → (best seconds, pages, rounds) or why it did not run.
 
     Rounds are interleaved across methods and their order rotates each round,
@@ -164,7 +194,7 @@ def measure(methods: list[tuple[str, Callable[[], Runner], bool]], corpus: list[
         out[name] = (seconds, pages, 1)
     fast = [n for n in runners if isinstance(out[n], tuple) and out[n][0] < _SLOW_S]  # type: ignore[index]
     for r in range(1, rounds):
-        for name in fast[r % len(fast):] + fast[:r % len(fast)]:
+        for name in fast[r % len(fast) :] + fast[: r % len(fast)]:
             run, whole = runners[name]
             seconds, pages = _timed(run, corpus, whole)
             best, _, done = out[name]  # type: ignore[misc]
@@ -179,7 +209,7 @@ def write_section(body: str) -> None:
         text = text.rstrip("\n") + "\n\n" + body
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + body + (text[end + 1:] if end != -1 else "")
+        text = text[:start] + body + (text[end + 1 :] if end != -1 else "")
     RESULTS.write_text(text.rstrip("\n") + "\n")
 
 
@@ -193,8 +223,10 @@ def main() -> int:
 
     start = time.perf_counter()
     corpus = make_corpus(args.docs, args.pages)
-    print(f"corpus: {args.docs} PDFs x {args.pages} pages, {sum(map(len, corpus)) // 1024} KiB, "
-          f"built in {time.perf_counter() - start:.1f} s")
+    print(
+        f"corpus: {args.docs} PDFs x {args.pages} pages, {sum(map(len, corpus)) // 1024} KiB, "
+        f"built in {time.perf_counter() - start:.1f} s"
+    )
     import pdfplumber
     import pypdf
     import pypdfium2
@@ -222,40 +254,56 @@ def main() -> int:
         rows.append((name, rate, f"{seconds * 1000:,.0f} ms for {pages} pages, best of {done}"))
         print(f"{name:34} {rate:9.0f} pages/s  {rate / floor:6.2f}x floor  ({seconds:.3f} s)")
 
-    command = ("`.venv/bin/python bench/bench_extract.py "
-               f"--docs {args.docs} --pages {args.pages} --rounds {args.rounds} --write`")
-    env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared), "
-           f"Python {platform.python_version()}, pypdfium2 {pypdfium2.PYPDFIUM_INFO}")
+    command = (
+        "`.venv/bin/python bench/bench_extract.py "
+        f"--docs {args.docs} --pages {args.pages} --rounds {args.rounds} --write`"
+    )
+    env = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared), "
+        f"Python {platform.python_version()}, pypdfium2 {pypdfium2.PYPDFIUM_INFO}"
+    )
     lines = [
-        "## Extraction", "",
+        "## Extraction",
+        "",
         f"PDF text fast path, {args.docs} born-digital PDFs x {args.pages} pages "
         f"(~{sum(map(len, corpus)) // len(corpus) // 1024} KiB each), all extractors in the "
         f"same run on the same in-memory bytes, best of {args.rounds} rounds interleaved "
         "across extractors in rotating order (a peer slower than 5 s per pass: one pass). "
-        "Ratio: pages/s divided by raw pypdfium2's pages/s.", "",
-        f"Command: {command}", "", f"Machine: {env}.", "",
-        "| extractor | pages/s | vs raw pypdfium2 | notes |", "| --- | ---: | ---: | --- |",
+        "Ratio: pages/s divided by raw pypdfium2's pages/s.",
+        "",
+        f"Command: {command}",
+        "",
+        f"Machine: {env}.",
+        "",
+        "| extractor | pages/s | vs raw pypdfium2 | notes |",
+        "| --- | ---: | ---: | --- |",
     ]
     for name, rate, note in rows:
         if rate is None:
             lines.append(f"| {name} | - | - | {note} |")
         else:
             lines.append(f"| {name} | {rate:,.0f} | {rate / floor:.2f}x | {note} |")
-    lines.append("| docstrange DocumentExtractor() default | - | - | not run: its default mode "
-                 "uploads the file to the Nanonets cloud API (no network here, and never for "
-                 "our data); `gpu=True` refuses to start without CUDA |")
-    lines += ["", "docstrange's local PDFProcessor OCRs every page (pdf2image at 300 dpi + "
-              "docling/EasyOCR models downloaded on first use) and its NeuralDocumentProcessor "
-              "refuses NumPy 2 outright, so there is no local docstrange PDF text path to "
-              "compare against: the fast path is ours.", "",
-              "Reading: on a shared machine, differences under ~10% between the pypdfium2 "
-              "rows are run-to-run noise (the fast path measured 0.95x and 1.05x in two "
-              "identical runs). Its cost over raw PDFium is type sniffing, the per-page "
-              "OCR triage and building markdown + plain text; the `4 threads` row shows no "
-              "gain from threads because every PDFium call holds one process-wide lock "
-              "(PDFium is not thread-safe), so PDF throughput scales with worker processes, "
-              "not threads. pdfplumber (pdfminer layout analysis in pure Python) and pypdf "
-              "(pure Python) are the slower peers."]
+    lines.append(
+        "| docstrange DocumentExtractor() default | - | - | not run: its default mode "
+        "uploads the file to the Nanonets cloud API (no network here, and never for "
+        "our data); `gpu=True` refuses to start without CUDA |"
+    )
+    lines += [
+        "",
+        "docstrange's local PDFProcessor OCRs every page (pdf2image at 300 dpi + "
+        "docling/EasyOCR models downloaded on first use) and its NeuralDocumentProcessor "
+        "refuses NumPy 2 outright, so there is no local docstrange PDF text path to "
+        "compare against: the fast path is ours.",
+        "",
+        "Reading: on a shared machine, differences under ~10% between the pypdfium2 "
+        "rows are run-to-run noise (the fast path measured 0.95x and 1.05x in two "
+        "identical runs). Its cost over raw PDFium is type sniffing, the per-page "
+        "OCR triage and building markdown + plain text; the `4 threads` row shows no "
+        "gain from threads because every PDFium call holds one process-wide lock "
+        "(PDFium is not thread-safe), so PDF throughput scales with worker processes, "
+        "not threads. pdfplumber (pdfminer layout analysis in pure Python) and pypdf "
+        "(pure Python) are the slower peers.",
+    ]
     body = "\n".join(lines) + "\n"
     if args.write:
         write_section(body)

@@ -63,8 +63,10 @@ def test_every_phase_is_walked_with_conditions_and_events(
     table = c.kubectl("get", "dj", "walk", "-n", namespace).stdout
     assert "Succeeded" in table and "gpu-4090-" in table
     # The operator's own metrics reach the real Prometheus.
-    assert wait_for(lambda: float(c.query("zopilot_operator_admissions_total")[0]["value"][1]) >= 1,
-                    timeout_s=30)
+    assert wait_for(
+        lambda: float(c.query("zopilot_operator_admissions_total")[0]["value"][1]) >= 1,
+        timeout_s=30,
+    )
 
 
 def test_best_fit_packs_10_and_12_together_20_alone_and_8_waits(

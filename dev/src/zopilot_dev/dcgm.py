@@ -132,26 +132,26 @@ class Exporter:
         }
         with self._lock:
             self._last_scrape_ms = int(time.time() * 1000)
-            rows = []
+            rows: list[tuple[SimulatedGPU, list[int], str]] = []
             for s in self._state.values():
                 if s.frozen is not None:
                     # Each scrape advances a frozen stamp by 1 ms: Prometheus
                     # accepts it in order, yet the sample ages like a stuck DCGM.
-                    ts, *vals = s.frozen
-                    s.frozen = (ts + 1, *vals)
-                    rows.append((s.gpu, vals, f" {ts + 1}"))
+                    ts, free, used, reserved = s.frozen
+                    s.frozen = (ts + 1, free, used, reserved)
+                    rows.append((s.gpu, [free, used, reserved], f" {ts + 1}"))
                 else:
                     rows.append((s.gpu, list(s.sample()), f" {self._last_scrape_ms}"))
         out: list[str] = []
         for name, (help_text, i) in families.items():
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-            for gpu, vals, ts in rows:
+            for gpu, vals, stamp in rows:
                 labels = (
                     f'gpu="{gpu.index}",UUID="{gpu.uuid}",device="{gpu.device}",'
                     f'modelName="{gpu.model_name}",Hostname="{gpu.node}",'
                     f'DCGM_FI_DRIVER_VERSION="{DRIVER_VERSION}"'
                 )
-                out.append(f"{name}{{{labels}}} {vals[i]}{ts}")
+                out.append(f"{name}{{{labels}}} {vals[i]}{stamp}")
         return "\n".join(out) + "\n"
 
 
@@ -190,7 +190,9 @@ def pod_usage(
 def follow_pods(exporter: Exporter, kubeconfig: str, delay_s: float, stop: threading.Event) -> None:
     from kubernetes import client, config  # imported here: the exporter runs without it
 
-    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    api = client.CoreV1Api(
+        config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    )
     while not stop.is_set():
         try:
             pods = api.list_pod_for_all_namespaces(label_selector=WORKER_SELECTOR)

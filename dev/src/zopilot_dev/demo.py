@@ -42,29 +42,38 @@ def prepare_inputs(c: LocalCluster) -> None:
 
     inbox = c.create_volume(NS, "inbox")
     files = sample_corpus(inbox / "docs", n_invoices=3, n_receipts=3, n_contracts=3)
-    say(f"{len(files)} generated documents in PVC inbox: "
-        + ", ".join(sorted(p.name for p in files)))
+    say(
+        f"{len(files)} generated documents in PVC inbox: "
+        + ", ".join(sorted(p.name for p in files))
+    )
     models = c.create_volume(NS, "zopilot-models")
     t0 = time.monotonic()
     build_tiny_mixtral(models / "tiny-mixtral")  # reused when already there
-    say(f"tiny random Mixtral (MixtralConfig, local tokenizer) ready in PVC zopilot-models "
-        f"({time.monotonic() - t0:.1f} s)")
+    say(
+        f"tiny random Mixtral (MixtralConfig, local tokenizer) ready in PVC zopilot-models "
+        f"({time.monotonic() - t0:.1f} s)"
+    )
     c.create_volume(NS, "results")
 
 
 def jobs() -> list[dict[str, Any]]:
     def job(name: str, pattern: str) -> DocumentJobBuilder:
-        return (DocumentJobBuilder(name, NS).volume("inbox", pattern)
-                .classify(LABELS, model="tiny-mixtral", quantization="none")
-                .output("results", name))
+        return (
+            DocumentJobBuilder(name, NS)
+            .volume("inbox", pattern)
+            .classify(LABELS, model="tiny-mixtral", quantization="none")
+            .output("results", name)
+        )
 
     return [
         job("invoices", "docs/invoice-*").obj(),
         job("receipts", "docs/receipt-*").obj(),
         job("contracts", "docs/contract-*").obj(),
         # Planning before anything starts: Mixtral 8x7B does not fit a 24 GiB 4090.
-        DocumentJobBuilder("mixtral-int8", NS).volume("inbox", "docs/*")
-        .classify(LABELS, model="mixtral-8x7b-instruct", quantization="int8").obj(),
+        DocumentJobBuilder("mixtral-int8", NS)
+        .volume("inbox", "docs/*")
+        .classify(LABELS, model="mixtral-8x7b-instruct", quantization="int8")
+        .obj(),
     ]
 
 
@@ -82,22 +91,39 @@ def seconds_between(a: str | None, b: str | None) -> str:
 
 
 def results(c: LocalCluster, names: list[str]) -> None:
-    rows = [("job", "phase", "node", "GPU MiB", "docs", "by label", "GPU s", "cost $",
-             "apply->admit s", "apply->done s")]
+    rows = [
+        (
+            "job",
+            "phase",
+            "node",
+            "GPU MiB",
+            "docs",
+            "by label",
+            "GPU s",
+            "cost $",
+            "apply->admit s",
+            "apply->done s",
+        )
+    ]
     for name in names:
         j = get_job(c, NS, name)
         st = j.get("status") or {}
         res = st.get("results") or {}
         created = j["metadata"]["creationTimestamp"]
-        rows.append((
-            name, st.get("phase", "?"), (st.get("admission") or {}).get("node", "-"),
-            str((st.get("plan") or {}).get("requiredMiB", "-")),
-            (st.get("progress") or {}).get("summary", "-"),
-            ", ".join(f"{k}={v}" for k, v in sorted((res.get("byLabel") or {}).items())) or "-",
-            f"{st.get('gpuSeconds', 0):.1f}", f"{st.get('costUSD', 0):.4f}",
-            seconds_between(created, (st.get("admission") or {}).get("decidedAt")),
-            seconds_between(created, st.get("finishedAt")),
-        ))
+        rows.append(
+            (
+                name,
+                st.get("phase", "?"),
+                (st.get("admission") or {}).get("node", "-"),
+                str((st.get("plan") or {}).get("requiredMiB", "-")),
+                (st.get("progress") or {}).get("summary", "-"),
+                ", ".join(f"{k}={v}" for k, v in sorted((res.get("byLabel") or {}).items())) or "-",
+                f"{st.get('gpuSeconds', 0):.1f}",
+                f"{st.get('costUSD', 0):.4f}",
+                seconds_between(created, (st.get("admission") or {}).get("decidedAt")),
+                seconds_between(created, st.get("finishedAt")),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
@@ -115,9 +141,11 @@ def results(c: LocalCluster, names: list[str]) -> None:
             d = json.loads(line)
             score = (d.get("scores") or {}).get(d.get("label"), 0.0)
             err = (d.get("error") or {}).get("code", "")
-            print(f"  {name:<10} {d.get('name', '?'):<18} {d.get('kind', ''):<5} "
-                  f"pages={d.get('pages', 0):<3} label={d.get('label') or '-':<9} "
-                  f"score={score:.2f} {err}")
+            print(
+                f"  {name:<10} {d.get('name', '?'):<18} {d.get('kind', ''):<5} "
+                f"pages={d.get('pages', 0):<3} label={d.get('label') or '-':<9} "
+                f"score={score:.2f} {err}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,17 +159,22 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     c.up(podrunner=True)
     say(f"cluster ready in {time.monotonic() - t0:.1f} s; KUBECONFIG={c.state.kubeconfig}")
-    print(c.kubectl("get", "nodes", "-L", "nvidia.com/gpu.product", "-L",
-                    "nvidia.com/gpu.replicas").stdout)
+    print(
+        c.kubectl(
+            "get", "nodes", "-L", "nvidia.com/gpu.product", "-L", "nvidia.com/gpu.replicas"
+        ).stdout
+    )
     c.kubectl("apply", "--server-side", "-f", "crds/documentjob.yaml")
-    c.kubectl("wait", "--for=condition=Established", "crd/documentjobs.zopilot.dev",
-              "--timeout=60s")
+    c.kubectl(
+        "wait", "--for=condition=Established", "crd/documentjobs.zopilot.dev", "--timeout=60s"
+    )
     if c.kubectl("get", "namespace", NS, check=False).returncode != 0:
         c.kubectl("create", "namespace", NS)
     c.kubectl("delete", "documentjobs", "--all", "-n", NS, "--wait=true", check=False)
     prepare_inputs(c)
-    op = OperatorProcess(c, log_name="operator-demo", model_pvc_name="zopilot-models",
-                         admission_interval_s=1)
+    op = OperatorProcess(
+        c, log_name="operator-demo", model_pvc_name="zopilot-models", admission_interval_s=1
+    )
     op.start()
     say(f"operator started (log: {op.log_path})")
     try:
@@ -171,10 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         expected_fail = get_job(c, NS, "mixtral-int8")["status"].get("reason") == "NeverFits"
     finally:
         op.stop()
-    say("labels come from a tiny RANDOM Mixtral (no weights can be downloaded here): the "
-        "pipeline is real, the predictions are not")
-    say("the cluster stays up for a look (dev/cluster status; eval \"$(dev/cluster env)\"; "
-        "kubectl describe dj -n zopilot-demo); dev/cluster down stops it")
+    say(
+        "labels come from a tiny RANDOM Mixtral (no weights can be downloaded here): the "
+        "pipeline is real, the predictions are not"
+    )
+    say(
+        'the cluster stays up for a look (dev/cluster status; eval "$(dev/cluster env)"; '
+        "kubectl describe dj -n zopilot-demo); dev/cluster down stops it"
+    )
     say(f"demo finished in {time.monotonic() - t_start:.1f} s")
     return 0 if ok and expected_fail else 1
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger("zopilot.podrunner")
 SELECTOR = "app.kubernetes.io/name=zopilot-worker"
@@ -74,10 +74,10 @@ class PodRunner:
 
     # -------------------------------------------------------------- mapping
     def _pvc_dir(self, namespace: str, claim: str) -> Path:
-        pvc = self.api.read_namespaced_persistent_volume_claim(claim, namespace)
+        pvc: Any = self.api.read_namespaced_persistent_volume_claim(claim, namespace)
         if not pvc.spec.volume_name:
             raise RuntimeError(f"PVC {namespace}/{claim} is not bound to a PV")
-        pv = self.api.read_persistent_volume(pvc.spec.volume_name)
+        pv: Any = self.api.read_persistent_volume(pvc.spec.volume_name)
         if pv.spec.host_path is None:
             raise RuntimeError(f"PV {pv.metadata.name} has no hostPath; the dev runner needs one")
         return Path(pv.spec.host_path.path)
@@ -92,7 +92,9 @@ class PodRunner:
             elif v.config_map is not None:
                 d = pod_dir / "configmaps" / v.name
                 d.mkdir(parents=True, exist_ok=True)
-                cm = self.api.read_namespaced_config_map(v.config_map.name, pod.metadata.namespace)
+                cm: Any = self.api.read_namespaced_config_map(
+                    v.config_map.name, pod.metadata.namespace
+                )
                 for k, val in (cm.data or {}).items():
                     (d / k).write_text(val)
                 for k, val in (cm.binary_data or {}).items():
@@ -308,7 +310,7 @@ class PodRunner:
             lp.proc.wait()
 
     def sync_once(self, simulated_nodes: set[str]) -> None:
-        pods = self.api.list_pod_for_all_namespaces(label_selector=SELECTOR).items
+        pods: list[Any] = self.api.list_pod_for_all_namespaces(label_selector=SELECTOR).items
         seen = set()
         for pod in pods:
             uid = pod.metadata.uid
@@ -341,7 +343,7 @@ class PodRunner:
                     self.kill(lp, "Deleted")
 
     def simulated_nodes(self) -> set[str]:
-        nodes = self.api.list_node(label_selector=f"{SIMULATED_NODE_LABEL}=true").items
+        nodes: list[Any] = self.api.list_node(label_selector=f"{SIMULATED_NODE_LABEL}=true").items
         return {n.metadata.name for n in nodes}
 
     def run(self, interval_s: float = 0.3) -> None:
@@ -374,7 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work-dir", type=Path, required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    api = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
+    api = client.CoreV1Api(
+        config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    )
     args.work_dir.mkdir(parents=True, exist_ok=True)
     PodRunner(api, args.work_dir).run()
     shutil.rmtree(args.work_dir / ".tmp", ignore_errors=True)

@@ -101,19 +101,19 @@ async def apply(
             log.info("%s/%s: created worker pod %s (attempt %d)", ns, name, pod_name, attempt)
             if os.environ.get(_CRASH_AFTER_POD_CREATE):
                 os.kill(os.getpid(), signal.SIGKILL)
+            events.append(
+                Event(
+                    EventType.NORMAL,
+                    Reason.POD_CREATED,
+                    f"created worker pod {pod_name} for {_node(job)}",
+                )
+            )
         patch = {
             **patch,
             **st.pod_created(
                 job.get("status") or {}, pod_name, now=now, generation=job_generation(job)
             ),
         }
-        events.append(
-            Event(
-                EventType.NORMAL,
-                Reason.POD_CREATED,
-                f"created worker pod {pod_name} for {_node(job)}",
-            )
-        )
     if update.delete_pod:
         await r.kube.delete_pod(ns, update.delete_pod)
     if patch:

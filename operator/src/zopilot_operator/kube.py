@@ -197,7 +197,12 @@ class Kube:
         try:
             job: dict[str, Any] = await self._call(
                 f"get documentjob {namespace}/{name}",
-                self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+                self.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
             )
         except NotFoundError:
             return None

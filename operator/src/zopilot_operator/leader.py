@@ -10,11 +10,13 @@ candidates racing for an expired Lease cannot both win.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from kubernetes.client import ApiClient, CoordinationV1Api
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from zopilot_operator.clock import parse_time, utcnow
 
@@ -40,7 +42,7 @@ class LeaseElector:
         self.lease_duration_s = lease_duration_s
         self.is_leader = False
 
-    def _body(self, now: datetime, acquired: datetime, transitions: int) -> dict[str, object]:
+    def _body(self, now: datetime, acquired: datetime, transitions: int) -> dict[str, Any]:
         return {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -54,34 +56,40 @@ class LeaseElector:
             },
         }
 
+    def _call(self, fn: Any, *args: Any) -> dict[str, Any]:
+        response = fn(*args, _preload_content=False, _request_timeout=10)
+        return dict(json.loads(response.data))
+
     def _try(self) -> bool:
         now = utcnow()
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            lease = self._call(self.api.read_namespaced_lease, self.name, self.namespace)
         except ApiException as e:
             if e.status != 404:
                 raise
             try:
-                self.api.create_namespaced_lease(self.namespace, self._body(now, now, 0))
+                self._call(
+                    self.api.create_namespaced_lease, self.namespace, self._body(now, now, 0)
+                )
                 return True
             except ApiException as e2:
                 if e2.status == 409:
                     return False
                 raise
-        spec = lease.spec
-        holder = spec.holder_identity
-        renewed = parse_time(spec.renew_time) if spec.renew_time else None
-        expired = renewed is None or now - renewed > timedelta(
-            seconds=spec.lease_duration_seconds or self.lease_duration_s
-        )
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        renewed = parse_time(spec.get("renewTime"))
+        duration = spec.get("leaseDurationSeconds") or self.lease_duration_s
+        expired = renewed is None or now - renewed > timedelta(seconds=duration)
         if holder != self.identity and not expired:
             return False
-        acquired = (parse_time(spec.acquire_time) or now) if holder == self.identity else now
-        transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
+        mine = holder == self.identity
+        acquired = (parse_time(spec.get("acquireTime")) or now) if mine else now
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
         body = self._body(now, acquired, transitions)
-        body["metadata"]["resourceVersion"] = lease.metadata.resource_version  # type: ignore[index]
+        body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, body)
+            self._call(self.api.replace_namespaced_lease, self.name, self.namespace, body)
         except ApiException as e:
             if e.status == 409:
                 return False

@@ -10,16 +10,33 @@ import pytest
 from zopilot_worker import doctor
 from zopilot_worker.doctor import CheckResult
 
-EXPECTED_CHECKS = ["numpy", "scipy", "scipy.special", "pandas", "opencv", "scikit-image",
-                   "pillow", "torch", "safetensors+tokenizers", "bitsandbytes",
-                   "pypdfium2+lxml", "docstrange", "cuda"]
+EXPECTED_CHECKS = [
+    "numpy",
+    "scipy",
+    "scipy.special",
+    "pandas",
+    "opencv",
+    "scikit-image",
+    "pillow",
+    "torch",
+    "safetensors+tokenizers",
+    "bitsandbytes",
+    "pypdfium2+lxml",
+    "docstrange",
+    "cuda",
+]
 
 
 @pytest.fixture(scope="module")
 def real_run() -> dict[str, object]:
     """``python -m zopilot_worker.doctor --json`` in a fresh interpreter (what CI/the image run)."""
-    proc = subprocess.run([sys.executable, "-m", "zopilot_worker.doctor", "--json"],
-                          capture_output=True, text=True, timeout=180, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zopilot_worker.doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report: dict[str, object] = json.loads(proc.stdout)
     return report
@@ -51,10 +68,13 @@ def test_table_lists_every_check(real_run: dict[str, object]) -> None:
     assert lines[-1].startswith(f"{len(EXPECTED_CHECKS)} checks, 0 failed")
 
 
-def test_exit_code_and_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-                            ) -> None:
-    failing = [CheckResult("numpy", "OK", "numpy 2.4", 0.1),
-               CheckResult("scipy.special", "FAIL", "AssertionError: sph_legendre_p", 0.0)]
+def test_exit_code_and_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failing = [
+        CheckResult("numpy", "OK", "numpy 2.4", 0.1),
+        CheckResult("scipy.special", "FAIL", "AssertionError: sph_legendre_p", 0.0),
+    ]
     monkeypatch.setattr(doctor, "run_checks", lambda require_cuda=False: failing)
     assert doctor.main(["--json"]) == 1
     report = json.loads(capsys.readouterr().out)
@@ -65,8 +85,10 @@ def test_exit_code_and_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 
 def test_abi_symptom_is_a_failure() -> None:
     def imports_numpy1_module() -> str:
-        print("A module that was compiled using NumPy 1.x cannot be run in NumPy 2.4.6",
-              file=sys.stderr)
+        print(
+            "A module that was compiled using NumPy 1.x cannot be run in NumPy 2.4.6",
+            file=sys.stderr,
+        )
         return "imported"
 
     result = doctor._run("fake", imports_numpy1_module)
@@ -74,7 +96,8 @@ def test_abi_symptom_is_a_failure() -> None:
 
 
 def test_require_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "CHECKS", (("cuda", lambda: (_ for _ in ()).throw(
-        doctor.Note("no CUDA"))),))
+    monkeypatch.setattr(
+        doctor, "CHECKS", (("cuda", lambda: (_ for _ in ()).throw(doctor.Note("no CUDA"))),)
+    )
     assert [r.status for r in doctor.run_checks()] == ["NOTE"]
     assert [r.status for r in doctor.run_checks(require_cuda=True)] == ["FAIL"]

@@ -12,8 +12,11 @@ import pytest
 from zopilot_worker.extract import Extractor
 from zopilot_worker.testing.documents import make_scanned_pdf, make_text_pdf, sample_corpus
 
-KEYWORDS = {"invoice": "Invoice number", "receipt": "Thank you for your purchase",
-            "contract": "Governing law"}
+KEYWORDS = {
+    "invoice": "Invoice number",
+    "receipt": "Thank you for your purchase",
+    "contract": "Governing law",
+}
 
 
 def test_sample_corpus_is_deterministic_mixed_and_extractable(
@@ -23,8 +26,11 @@ def test_sample_corpus_is_deterministic_mixed_and_extractable(
     second = sample_corpus(tmp_path / "b", n_invoices=3, n_receipts=3, n_contracts=3)
     assert [p.name for p in first] == [p.name for p in second]
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second, strict=True))
-    assert Counter(p.name.split("-")[0] for p in first) == {"invoice": 3, "receipt": 3,
-                                                          "contract": 3}
+    assert Counter(p.name.split("-")[0] for p in first) == {
+        "invoice": 3,
+        "receipt": 3,
+        "contract": 3,
+    }
     assert {p.suffix for p in first} == {".pdf", ".docx", ".xlsx", ".txt", ".html"}
     for path in first:
         doc = extractor.extract(path.read_bytes(), path.name)

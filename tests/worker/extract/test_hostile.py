@@ -27,8 +27,13 @@ from zopilot_worker.testing.documents import (
 )
 
 
-def _raises(extractor: Extractor, data: bytes, name: str, error: type[WorkerError],
-            content_type: str | None = None) -> WorkerError:
+def _raises(
+    extractor: Extractor,
+    data: bytes,
+    name: str,
+    error: type[WorkerError],
+    content_type: str | None = None,
+) -> WorkerError:
     start = time.perf_counter()
     with pytest.raises(error) as info:
         extractor.extract(data, name, content_type)
@@ -48,8 +53,12 @@ def test_oversize_is_refused_before_parsing() -> None:
 
 
 def test_too_many_pdf_pages() -> None:
-    err = _raises(Extractor(ExtractSettings(max_pages=2)), make_text_pdf(["a", "b", "c"]),
-                  "long.pdf", DocumentTooLarge)
+    err = _raises(
+        Extractor(ExtractSettings(max_pages=2)),
+        make_text_pdf(["a", "b", "c"]),
+        "long.pdf",
+        DocumentTooLarge,
+    )
     assert "3 pages" in err.public_message
 
 
@@ -103,13 +112,16 @@ def test_docx_that_is_not_a_word_package(extractor: Extractor) -> None:
     _raises(extractor, buf.getvalue(), "bad.docx", CorruptDocument)
 
 
-BILLION_LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-                  + b"".join(b'<!ENTITY lol%d "%s">' % (i, b"&lol%d;" % (i - 1) * 10 if i > 1
-                                                          else b"&lol;" * 10)
-                             for i in range(1, 10))
-                  + b']><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/'
-                  b'main"><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>&lol9;</t></is>'
-                  b"</c></row></sheetData></worksheet>")
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + b"".join(
+        b'<!ENTITY lol%d "%s">' % (i, b"&lol%d;" % (i - 1) * 10 if i > 1 else b"&lol;" * 10)
+        for i in range(1, 10)
+    )
+    + b']><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/'
+    b'main"><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>&lol9;</t></is>'
+    b"</c></row></sheetData></worksheet>"
+)
 
 
 def test_xml_entity_bomb_in_xlsx_is_refused_before_parsing(extractor: Extractor) -> None:
@@ -120,9 +132,11 @@ def test_xml_entity_bomb_in_xlsx_is_refused_before_parsing(extractor: Extractor)
 
 
 def test_external_entity_in_docx_is_refused(extractor: Extractor) -> None:
-    xxe = (b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-           b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
-           b"<w:body><w:p><w:r><w:t>&x;</w:t></w:r></w:p></w:body></w:document>")
+    xxe = (
+        b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+        b"<w:body><w:p><w:r><w:t>&x;</w:t></w:r></w:p></w:body></w:document>"
+    )
     data = _rezip(make_docx(None, "T", ["p"]), {"word/document.xml": xxe})
     _raises(extractor, data, "xxe.docx", CorruptDocument)
 
@@ -157,8 +171,13 @@ def test_windows_exe_named_pdf(extractor: Extractor) -> None:
 
 
 def test_content_type_mismatch(extractor: Extractor) -> None:
-    err = _raises(extractor, make_text_pdf(["hi"]), "a.pdf", UnsupportedDocumentType,
-                  "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+    err = _raises(
+        extractor,
+        make_text_pdf(["hi"]),
+        "a.pdf",
+        UnsupportedDocumentType,
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    )
     assert "content is PDF" in err.public_message and "says DOCX" in err.public_message
 
 

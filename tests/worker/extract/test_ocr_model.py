@@ -29,8 +29,9 @@ def test_docstrange_ocr_with_local_model_on_cpu(
     from zopilot_worker.extract.ocr import DocstrangeOcr
 
     engine = DocstrangeOcr(tiny_ocr_model, device="cpu")
-    doc = Extractor(ocr_engine=engine).extract(make_mixed_pdf(["Text page one here.", "scan"]),
-                                               "mixed.pdf")
+    doc = Extractor(ocr_engine=engine).extract(
+        make_mixed_pdf(["Text page one here.", "scan"]), "mixed.pdf"
+    )
     assert doc.ocr_pages == (2,) and doc.ocr_pending == ()
     assert doc.engine == "pdfium-text+docstrange.GPUProcessor"
     # The random model ends its turn at once: the page went through OCR, found nothing.

@@ -17,8 +17,12 @@ def _has_markdown_table(markdown: str, header: list[str]) -> bool:
 
 
 def test_docx_paragraphs_heading_and_table(extractor: Extractor) -> None:
-    data = make_docx(None, "Supply Agreement", ["The supplier delivers quarterly.",
-                                                "Payment is due in thirty days."], TABLE)
+    data = make_docx(
+        None,
+        "Supply Agreement",
+        ["The supplier delivers quarterly.", "Payment is due in thirty days."],
+        TABLE,
+    )
     doc = extractor.extract(data, "agreement.docx")
     assert (doc.kind, doc.engine, doc.pages) == ("docx", "docstrange.DOCXProcessor", 1)
     assert doc.markdown.startswith("# Supply Agreement")
@@ -83,8 +87,9 @@ def test_text_encodings(extractor: Extractor, data: bytes, expected: str) -> Non
 
 
 def test_html_encoded_as_cp1252(extractor: Extractor) -> None:
-    doc = extractor.extract("<html><body><p>Preis: 5 €</p></body></html>".encode("cp1252"),
-                            "p.html")
+    doc = extractor.extract(
+        "<html><body><p>Preis: 5 €</p></body></html>".encode("cp1252"), "p.html"
+    )
     assert "Preis: 5 €" in doc.text  # docstrange alone would fail: it reads HTML as strict UTF-8
 
 

@@ -78,14 +78,21 @@ def check_scipy_special() -> str:
 
     theta, phi = 0.7, 0.2
     # sph_legendre_p(n, m, theta) = Y_n^m(theta, 0) (scipy >= 1.15, Condon-Shortley phase).
-    _close(sp.sph_legendre_p(1, 0, theta), math.sqrt(3 / (4 * math.pi)) * math.cos(theta),
-           "sph_legendre_p(1, 0)")
-    _close(sp.sph_legendre_p(2, 1, theta),
-           -math.sqrt(15 / (8 * math.pi)) * math.sin(theta) * math.cos(theta),
-           "sph_legendre_p(2, 1)")
-    _close(sp.sph_harm_y(1, 1, theta, phi),
-           -math.sqrt(3 / (8 * math.pi)) * math.sin(theta) * complex(math.cos(phi), math.sin(phi)),
-           "sph_harm_y(1, 1)")
+    _close(
+        sp.sph_legendre_p(1, 0, theta),
+        math.sqrt(3 / (4 * math.pi)) * math.cos(theta),
+        "sph_legendre_p(1, 0)",
+    )
+    _close(
+        sp.sph_legendre_p(2, 1, theta),
+        -math.sqrt(15 / (8 * math.pi)) * math.sin(theta) * math.cos(theta),
+        "sph_legendre_p(2, 1)",
+    )
+    _close(
+        sp.sph_harm_y(1, 1, theta, phi),
+        -math.sqrt(3 / (8 * math.pi)) * math.sin(theta) * complex(math.cos(phi), math.sin(phi)),
+        "sph_harm_y(1, 1)",
+    )
     _close(sp.lpmv(0, 2, 0.5), -0.125, "lpmv(0, 2, 0.5)")
     _close(sp.gamma(np.float64(5.0)), 24.0, "gamma(5)")
     _close(sp.erf(1.0), 0.8427007929497149, "erf(1)")
@@ -191,8 +198,9 @@ def check_docstrange() -> str:
     from zopilot_worker.testing.documents import make_docx, make_xlsx
 
     extractor = Extractor()
-    docx = extractor.extract(make_docx(None, "Doctor", ["Numpy two works"], [["a", "b"], [1, 2]]),
-                             "doctor.docx")
+    docx = extractor.extract(
+        make_docx(None, "Doctor", ["Numpy two works"], [["a", "b"], [1, 2]]), "doctor.docx"
+    )
     assert "Numpy two works" in docx.text and "| 1 | 2 |" in docx.markdown, docx.markdown
     xlsx = extractor.extract(make_xlsx(None, {"S": [["name", "n"], ["x", 3]]}), "doctor.xlsx")
     assert "| x | 3 |" in xlsx.markdown, xlsx.markdown
@@ -209,12 +217,19 @@ def check_cuda() -> str:
 
 
 CHECKS: tuple[tuple[str, Callable[[], str]], ...] = (
-    ("numpy", check_numpy), ("scipy", check_scipy), ("scipy.special", check_scipy_special),
-    ("pandas", check_pandas), ("opencv", check_cv2), ("scikit-image", check_skimage),
-    ("pillow", check_pillow), ("torch", check_torch),
+    ("numpy", check_numpy),
+    ("scipy", check_scipy),
+    ("scipy.special", check_scipy_special),
+    ("pandas", check_pandas),
+    ("opencv", check_cv2),
+    ("scikit-image", check_skimage),
+    ("pillow", check_pillow),
+    ("torch", check_torch),
     ("safetensors+tokenizers", check_safetensors_tokenizers),
-    ("bitsandbytes", check_bitsandbytes), ("pypdfium2+lxml", check_pdf_xml),
-    ("docstrange", check_docstrange), ("cuda", check_cuda),
+    ("bitsandbytes", check_bitsandbytes),
+    ("pypdfium2+lxml", check_pdf_xml),
+    ("docstrange", check_docstrange),
+    ("cuda", check_cuda),
 )
 
 
@@ -233,16 +248,21 @@ def _run(name: str, check: Callable[[], str]) -> CheckResult:
     noise = stderr.getvalue() + " ".join(str(w.message) for w in caught)
     if any(symptom in noise for symptom in _ABI_SYMPTOMS):
         status, detail = "FAIL", f"built against NumPy 1.x: {noise.strip()[:300]}"
-    return CheckResult(name, status, detail.replace("\n", " ")[:300],
-                       round(time.perf_counter() - start, 3))
+    return CheckResult(
+        name, status, detail.replace("\n", " ")[:300], round(time.perf_counter() - start, 3)
+    )
 
 
 def run_checks(require_cuda: bool = False) -> list[CheckResult]:
     """Run every check (never raises); with ``require_cuda`` a missing GPU is a FAIL."""
     results = [_run(name, check) for name, check in CHECKS]
     if require_cuda:
-        results = [CheckResult(r.check, "FAIL", r.detail, r.seconds)
-                   if r.check == "cuda" and r.status != "OK" else r for r in results]
+        results = [
+            CheckResult(r.check, "FAIL", r.detail, r.seconds)
+            if r.check == "cuda" and r.status != "OK"
+            else r
+            for r in results
+        ]
     return results
 
 
@@ -260,11 +280,15 @@ def format_table(results: Sequence[CheckResult]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the table (or ``--json``); exit 1 if any check failed."""
-    parser = argparse.ArgumentParser(prog="zopilot-worker doctor",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="zopilot-worker doctor", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--require-cuda", action="store_true",
-                        help="fail when no CUDA device is visible (use at GPU pod start)")
+    parser.add_argument(
+        "--require-cuda",
+        action="store_true",
+        help="fail when no CUDA device is visible (use at GPU pod start)",
+    )
     args = parser.parse_args(argv)
     results = run_checks(require_cuda=args.require_cuda)
     ok = all(r.status != "FAIL" for r in results)

@@ -19,39 +19,69 @@ from zopilot_worker.errors import UnsupportedDocumentType
 from zopilot_worker.extract.schema import Kind
 
 _OOXML = "application/vnd.openxmlformats-officedocument"
-SUPPORTED_TYPES: Mapping[str, Kind] = MappingProxyType({
-    "application/pdf": "pdf",
-    "application/x-pdf": "pdf",
-    f"{_OOXML}.wordprocessingml.document": "docx",
-    f"{_OOXML}.presentationml.presentation": "pptx",
-    f"{_OOXML}.spreadsheetml.sheet": "xlsx",
-    "text/html": "html",
-    "application/xhtml+xml": "html",
-    "text/plain": "text",
-    "text/markdown": "text",
-    "text/x-markdown": "text",
-    "text/csv": "text",
-    "text/tab-separated-values": "text",
-})
+SUPPORTED_TYPES: Mapping[str, Kind] = MappingProxyType(
+    {
+        "application/pdf": "pdf",
+        "application/x-pdf": "pdf",
+        f"{_OOXML}.wordprocessingml.document": "docx",
+        f"{_OOXML}.presentationml.presentation": "pptx",
+        f"{_OOXML}.spreadsheetml.sheet": "xlsx",
+        "text/html": "html",
+        "application/xhtml+xml": "html",
+        "text/plain": "text",
+        "text/markdown": "text",
+        "text/x-markdown": "text",
+        "text/csv": "text",
+        "text/tab-separated-values": "text",
+    }
+)
 """Content type (without parameters, lower case) → kind."""
 
-SUPPORTED_EXTENSIONS: Mapping[str, Kind] = MappingProxyType({
-    ".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".xlsx": "xlsx",
-    ".html": "html", ".htm": "html", ".xhtml": "html",
-    ".txt": "text", ".text": "text", ".md": "text", ".markdown": "text",
-    ".csv": "text", ".tsv": "text", ".log": "text",
-})
+SUPPORTED_EXTENSIONS: Mapping[str, Kind] = MappingProxyType(
+    {
+        ".pdf": "pdf",
+        ".docx": "docx",
+        ".pptx": "pptx",
+        ".xlsx": "xlsx",
+        ".html": "html",
+        ".htm": "html",
+        ".xhtml": "html",
+        ".txt": "text",
+        ".text": "text",
+        ".md": "text",
+        ".markdown": "text",
+        ".csv": "text",
+        ".tsv": "text",
+        ".log": "text",
+    }
+)
 """File-name extension (lower case, with the dot) → kind."""
 
 # Content types that say nothing about the format. application/zip: some
 # clients label DOCX/PPTX/XLSX uploads so; the zip's contents decide then.
-_GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream",
-                            "application/unknown", "application/download"})
+_GENERIC_TYPES = frozenset(
+    {
+        "",
+        "application/octet-stream",
+        "binary/octet-stream",
+        "application/unknown",
+        "application/download",
+    }
+)
 _ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed"})
 _OOXML_MARKERS: tuple[tuple[str, Kind], ...] = (
-    ("word/document.xml", "docx"), ("ppt/presentation.xml", "pptx"), ("xl/workbook.xml", "xlsx"))
-_LABELS = {"pdf": "PDF", "docx": "DOCX", "pptx": "PPTX", "xlsx": "XLSX", "html": "HTML",
-           "text": "plain text"}
+    ("word/document.xml", "docx"),
+    ("ppt/presentation.xml", "pptx"),
+    ("xl/workbook.xml", "xlsx"),
+)
+_LABELS = {
+    "pdf": "PDF",
+    "docx": "DOCX",
+    "pptx": "PPTX",
+    "xlsx": "XLSX",
+    "html": "HTML",
+    "text": "plain text",
+}
 _ACCEPTED = "PDF, DOCX, PPTX, XLSX, HTML or plain text"
 
 # Formats we recognise only to name them in the refusal.
@@ -60,18 +90,26 @@ _FOREIGN: tuple[tuple[bytes, str], ...] = (
     (b"\xcf\xfa\xed\xfe", "a Mach-O executable"),
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF87a", "a GIF image"), (b"GIF89a", "a GIF image"),
-    (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Office file (.doc/.xls/.ppt); save it as "
-     "DOCX/XLSX/PPTX"),
-    (b"\x1f\x8b", "a gzip archive"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (b"Rar!\x1a\x07", "a RAR archive"), (b"{\\rtf", "an RTF document"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        "a legacy Office file (.doc/.xls/.ppt); save it as DOCX/XLSX/PPTX",
+    ),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"{\\rtf", "an RTF document"),
     (b"%!PS", "a PostScript file"),
 )
 # A PDF header may follow up to 1 KiB of junk (PDF 1.7, Annex H); PDFium agrees.
 _PDF_HEADER_WINDOW = 1024
-_HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>])",
-                         re.IGNORECASE | re.DOTALL)
+_HTML_START = re.compile(
+    rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>])",
+    re.IGNORECASE | re.DOTALL,
+)
 _BAD_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
 
@@ -107,7 +145,8 @@ def _ooxml_kind(data: bytes) -> Kind | None:
         if marker in names:
             return kind
     raise UnsupportedDocumentType(
-        f"The file is a ZIP archive but not a DOCX, PPTX or XLSX document; send {_ACCEPTED}.")
+        f"The file is a ZIP archive but not a DOCX, PPTX or XLSX document; send {_ACCEPTED}."
+    )
 
 
 def _declared_type(content_type: str | None) -> tuple[Kind | None, bool]:
@@ -119,14 +158,16 @@ def _declared_type(content_type: str | None) -> tuple[Kind | None, bool]:
         return None, True
     if ct not in SUPPORTED_TYPES:
         raise UnsupportedDocumentType(
-            f"Content type {ct[:100]!r} is not supported; send {_ACCEPTED}.")
+            f"Content type {ct[:100]!r} is not supported; send {_ACCEPTED}."
+        )
     return SUPPORTED_TYPES[ct], False
 
 
 def _mismatch(actual: str, what: str, declared: Kind) -> UnsupportedDocumentType:
     return UnsupportedDocumentType(
         f"The file's content is {actual} but its {what} says {_LABELS[declared]}; "
-        "send the document with a matching content type and file name.")
+        "send the document with a matching content type and file name."
+    )
 
 
 def detect_kind(data: bytes, filename: str, content_type: str | None) -> str:
@@ -151,7 +192,8 @@ def detect_kind(data: bytes, filename: str, content_type: str | None) -> str:
             if ooxml:
                 return ooxml[0]
             raise UnsupportedDocumentType(
-                f"The file is an unreadable ZIP archive; send {_ACCEPTED}.")
+                f"The file is an unreadable ZIP archive; send {_ACCEPTED}."
+            )
     else:
         for magic, label in _FOREIGN:
             if data.startswith(magic):

@@ -84,8 +84,9 @@ class Extractor:
             raise
         except Exception as exc:  # parsers on hostile input: never past this line
             log.warning("extraction of %r (%s) failed unexpectedly", name, kind, exc_info=True)
-            raise CorruptDocument(f"The {kind.upper()} document could not be read.",
-                                  detail=repr(exc)) from exc
+            raise CorruptDocument(
+                f"The {kind.upper()} document could not be read.", detail=repr(exc)
+            ) from exc
 
     def _extract_office(self, name: str, kind: Kind, data: bytes) -> ExtractedDocument:
         pages = check_ooxml(data, kind, self.settings) if kind in ("docx", "pptx", "xlsx") else 1
@@ -94,8 +95,16 @@ class Extractor:
         if not text.strip():
             warnings += ("No text was found in the document.",)
         return ExtractedDocument(
-            name=name, kind=kind, markdown=markdown, text=text, pages=pages, ocr_pages=(),
-            ocr_pending=(), engine=office.processor_name(kind), warnings=warnings)
+            name=name,
+            kind=kind,
+            markdown=markdown,
+            text=text,
+            pages=pages,
+            ocr_pages=(),
+            ocr_pending=(),
+            engine=office.processor_name(kind),
+            warnings=warnings,
+        )
 
     def _extract_pdf(self, name: str, data: bytes, ocr: str) -> ExtractedDocument:
         min_chars = self.settings.min_text_chars_per_page
@@ -115,10 +124,16 @@ class Extractor:
                         warnings.append(f"OCR failed on page {page}.")
         pending = [p for p in (needs if ocr != "always" else wanted) if p not in ocr_done]
         if pending:
-            why = ("OCR was turned off for this request (ocr=never)" if ocr == "never"
-                   else self._ocr_unavailable or "OCR did not produce text")
-            which = (f"Page {pending[0]} needs" if len(pending) == 1
-                     else f"Pages {page_ranges(pending)} need")
+            why = (
+                "OCR was turned off for this request (ocr=never)"
+                if ocr == "never"
+                else self._ocr_unavailable or "OCR did not produce text"
+            )
+            which = (
+                f"Page {pending[0]} needs"
+                if len(pending) == 1
+                else f"Pages {page_ranges(pending)} need"
+            )
             reason = "OCR was requested" if ocr == "always" else "no usable text layer"
             warnings.append(f"{which} OCR ({reason}) but did not get it: {why}.")
         md_parts, text_parts = [], []
@@ -135,17 +150,23 @@ class Extractor:
                 text_parts.append(body if not note else markdown_to_text(body))
         ocr_pages = tuple(sorted(p for p, t in ocr_done.items()))
         return ExtractedDocument(
-            name=name, kind="pdf", markdown="\n\n".join(md_parts) + "\n",
-            text="\n\n".join(text_parts), pages=len(texts), ocr_pages=ocr_pages,
+            name=name,
+            kind="pdf",
+            markdown="\n\n".join(md_parts) + "\n",
+            text="\n\n".join(text_parts),
+            pages=len(texts),
+            ocr_pages=ocr_pages,
             ocr_pending=tuple(pending),
             engine=PDF_ENGINE + (f"+{engine.name}" if engine and ocr_pages else ""),
-            warnings=tuple(warnings))
+            warnings=tuple(warnings),
+        )
 
     def _engine(self) -> ocr_mod.OcrEngine | None:
         """The OCR engine, loaded once on first need; None (with the reason kept) if unavailable."""
         with self._ocr_lock:
             if not self._ocr_loaded:
                 self._ocr_engine, self._ocr_unavailable = ocr_mod.load_engine(
-                    self.settings.ocr_model_dir)
+                    self.settings.ocr_model_dir
+                )
                 self._ocr_loaded = True
             return self._ocr_engine

@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 
 # Layouts we accept under ocr_model_dir: the model itself (a Hugging Face
 # snapshot) or docstrange's own cache layout copied onto the volume.
-_MODEL_SUBDIRS = (".", "Nanonets-OCR-s", "nanonets-ocr/Nanonets-OCR-ss",
-                  "nanonets-ocr/Nanonets-OCR-s")
+_MODEL_SUBDIRS = (
+    ".",
+    "Nanonets-OCR-s",
+    "nanonets-ocr/Nanonets-OCR-ss",
+    "nanonets-ocr/Nanonets-OCR-s",
+)
 
 
 class OcrEngine(Protocol):
@@ -73,12 +77,14 @@ class _LocalNanonetsProcessor(NanonetsDocumentProcessor):  # type: ignore[misc]
 
         path = str(cache_dir)
         model: Any = AutoModelForImageTextToText.from_pretrained(
-            path, dtype="auto", device_map=self._device, local_files_only=True)
+            path, dtype="auto", device_map=self._device, local_files_only=True
+        )
         model.eval()
         self.model = model
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.processor = AutoProcessor.from_pretrained(  # type: ignore[no-untyped-call]
-            path, local_files_only=True)
+            path, local_files_only=True
+        )
 
 
 class _LocalNanonetsService(NanonetsOCRService):  # type: ignore[misc]
@@ -95,8 +101,9 @@ class DocstrangeOcr:
     def __init__(self, model_dir: Path, device: str = "cuda") -> None:
         # Loading takes tens of seconds on a GPU; callers cache the engine.
         service = _LocalNanonetsService(model_dir, device)
-        self._processor: Any = GPUProcessor(preserve_layout=True, include_images=False,
-                                            ocr_enabled=True, ocr_service=service)
+        self._processor: Any = GPUProcessor(
+            preserve_layout=True, include_images=False, ocr_enabled=True, ocr_service=service
+        )
         self._lock = threading.Lock()
 
     def ocr_image(self, image: Image.Image) -> str:

@@ -93,18 +93,19 @@ def convert(kind: Kind, data: bytes) -> tuple[str, tuple[str, ...]]:
         with open(path, "wb") as f:
             f.write(data)
         try:
-            processor = processor_cls(preserve_layout=True, include_images=False,
-                                      ocr_enabled=False)
+            processor = processor_cls(preserve_layout=True, include_images=False, ocr_enabled=False)
             markdown = processor.process(path).extract_markdown()
         except Exception as exc:  # docstrange wraps parser errors in ConversionError
             log.info("docstrange %s failed: %r", processor_cls.__name__, exc)
             raise CorruptDocument(
                 f"The {kind.upper() if kind != 'text' else 'text'} document could not be read; "
                 "it is damaged or not what its type says.",
-                detail=f"{processor_cls.__name__}: {exc!r}") from exc
+                detail=f"{processor_cls.__name__}: {exc!r}",
+            ) from exc
     if kind == "docx":
         markdown = _SPLIT_H3.sub(r"#\1", markdown)
     warnings = tuple(
         f"Table truncated by docstrange to its first {m[1]} of {m[2]} rows."
-        for m in _TRUNCATED.finditer(markdown))
+        for m in _TRUNCATED.finditer(markdown)
+    )
     return markdown.strip(), warnings

@@ -29,16 +29,17 @@ MAX_ENTRIES = 10_000
 # Ratios are judged only on entries above 1 MiB: small, repetitive XML parts
 # (styles, empty sheets) legitimately deflate far beyond 100x.
 _RATIO_FLOOR_BYTES = 1024 * 1024
-_REQUIRED = {"docx": "word/document.xml", "pptx": "ppt/presentation.xml",
-             "xlsx": "xl/workbook.xml"}
+_REQUIRED = {"docx": "word/document.xml", "pptx": "ppt/presentation.xml", "xlsx": "xl/workbook.xml"}
 # A part's prolog (XML declaration, comments, PIs) must end within this window;
 # real OOXML parts reach their root element within ~100 bytes.
 _PROLOG_WINDOW = 4096
 # "*+" (possessive, Python 3.11+): without it, a hostile run of comments or
 # whitespace makes the regex backtrack exponentially.
 _PROLOG = re.compile(r"\A\ufeff?(?:\s|<!--.*?-->|<\?.*?\?>)*+<[A-Za-z_]", re.DOTALL)
-_UNITS = {"pptx": (re.compile(r"ppt/slides/slide\d+\.xml"), "slides"),
-          "xlsx": (re.compile(r"xl/worksheets/sheet\d+\.xml"), "sheets")}
+_UNITS = {
+    "pptx": (re.compile(r"ppt/slides/slide\d+\.xml"), "slides"),
+    "xlsx": (re.compile(r"xl/worksheets/sheet\d+\.xml"), "sheets"),
+}
 
 
 def _size(n: int) -> str:
@@ -48,7 +49,9 @@ def _size(n: int) -> str:
 def _bomb(kind: Kind, why: str, detail: str) -> CorruptDocument:
     return CorruptDocument(
         f"The {kind.upper()} file was refused: {why}. It looks like a zip bomb or a damaged "
-        "document; send the original file.", detail=detail)
+        "document; send the original file.",
+        detail=detail,
+    )
 
 
 def check_ooxml(data: bytes, kind: Kind, settings: ExtractSettings) -> int:
@@ -59,39 +62,52 @@ def check_ooxml(data: bytes, kind: Kind, settings: ExtractSettings) -> int:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise CorruptDocument(
             f"The {kind.upper()} file is damaged (its ZIP structure cannot be read).",
-            detail=repr(exc)) from exc
+            detail=repr(exc),
+        ) from exc
 
     if len(infos) > MAX_ENTRIES:
         raise _bomb(kind, f"it has {len(infos)} ZIP entries (limit {MAX_ENTRIES})", "entries")
     total = compressed = 0
     for info in infos:
         if info.flag_bits & 0x1:
-            raise CorruptDocument(f"The {kind.upper()} file is encrypted; send it without a "
-                                  "password.", detail=info.filename)
+            raise CorruptDocument(
+                f"The {kind.upper()} file is encrypted; send it without a password.",
+                detail=info.filename,
+            )
         size, packed = info.file_size, max(info.compress_size, 1)
         total += size
         compressed += packed
         if size > _RATIO_FLOOR_BYTES and size / packed > settings.max_compression_ratio:
-            raise _bomb(kind, f"one part inflates {size // packed}x", f"{info.filename}: "
-                        f"{size} bytes from {packed}")
+            raise _bomb(
+                kind,
+                f"one part inflates {size // packed}x",
+                f"{info.filename}: {size} bytes from {packed}",
+            )
     if total > settings.max_uncompressed_bytes:
-        raise _bomb(kind, f"it inflates to {_size(total)} (limit "
-                    f"{_size(settings.max_uncompressed_bytes)})", f"total {total}")
+        raise _bomb(
+            kind,
+            f"it inflates to {_size(total)} (limit {_size(settings.max_uncompressed_bytes)})",
+            f"total {total}",
+        )
     if total > _RATIO_FLOOR_BYTES and total / max(compressed, 1) > settings.max_compression_ratio:
         raise _bomb(kind, f"it inflates {total // compressed}x", f"{total} from {compressed}")
 
     _check_prologs(data, infos, kind)
     names = {info.filename for info in infos}
     if _REQUIRED[kind] not in names:
-        raise CorruptDocument(f"The file is not a valid {kind.upper()} document "
-                              f"({_REQUIRED[kind]} is missing).", detail=kind)
+        raise CorruptDocument(
+            f"The file is not a valid {kind.upper()} document ({_REQUIRED[kind]} is missing).",
+            detail=kind,
+        )
     if kind not in _UNITS:
         return 1
     pattern, unit = _UNITS[kind]
     count = sum(1 for name in names if pattern.fullmatch(name))
     if count > settings.max_pages:
-        raise DocumentTooLarge(f"The {kind.upper()} has {count} {unit}; the limit is "
-                               f"{settings.max_pages}. Split it into smaller documents.")
+        raise DocumentTooLarge(
+            f"The {kind.upper()} has {count} {unit}; the limit is "
+            f"{settings.max_pages}. Split it into smaller documents."
+        )
     return max(count, 1)
 
 
@@ -104,14 +120,23 @@ def _check_prologs(data: bytes, infos: list[zipfile.ZipInfo], kind: Kind) -> Non
             try:
                 with archive.open(info) as part:
                     head = part.read(_PROLOG_WINDOW)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError,
-                    NotImplementedError, RuntimeError) as exc:
-                raise CorruptDocument(f"The {kind.upper()} file is damaged (a part cannot be "
-                                      "inflated).", detail=f"{info.filename}: {exc!r}") from exc
+            except (
+                zipfile.BadZipFile,
+                OSError,
+                ValueError,
+                EOFError,
+                NotImplementedError,
+                RuntimeError,
+            ) as exc:
+                raise CorruptDocument(
+                    f"The {kind.upper()} file is damaged (a part cannot be inflated).",
+                    detail=f"{info.filename}: {exc!r}",
+                ) from exc
             encoding = "utf-16" if head.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8"
             text = head.decode(encoding, errors="ignore")
             if not _PROLOG.match(text):
                 raise CorruptDocument(
                     f"The {kind.upper()} file was refused: one of its XML parts declares a "
-                    "DTD or is not XML, which Office documents never do.", detail=info.filename)
-
+                    "DTD or is not XML, which Office documents never do.",
+                    detail=info.filename,
+                )

@@ -45,24 +45,33 @@ class PdfFile:
                 self._doc = pdfium.PdfDocument(data)
             except pdfium.PdfiumError as exc:
                 if "password" in str(exc).lower():
-                    raise CorruptDocument("The PDF is password-protected; send it without a "
-                                          "password.", detail=str(exc)) from exc
-                raise CorruptDocument("The PDF is damaged and cannot be read.",
-                                      detail=str(exc)) from exc
+                    raise CorruptDocument(
+                        "The PDF is password-protected; send it without a password.",
+                        detail=str(exc),
+                    ) from exc
+                raise CorruptDocument(
+                    "The PDF is damaged and cannot be read.", detail=str(exc)
+                ) from exc
             self.pages = len(self._doc)
         if self.pages == 0:
             self.close()
             raise EmptyDocument("The PDF has no pages.")
         if self.pages > max_pages:
             self.close()
-            raise DocumentTooLarge(f"The PDF has {self.pages} pages; the limit is {max_pages}. "
-                                   "Split it into smaller documents.")
+            raise DocumentTooLarge(
+                f"The PDF has {self.pages} pages; the limit is {max_pages}. "
+                "Split it into smaller documents."
+            )
 
     def __enter__(self) -> PdfFile:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:

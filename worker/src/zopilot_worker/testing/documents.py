@@ -164,8 +164,14 @@ def make_scanned_pdf(pages: Sequence[str], dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     stamp = FIXED_TIME.timetuple()
     images[0].save(
-        buf, "PDF", resolution=float(dpi), save_all=True, append_images=images[1:],
-        creationDate=stamp, modDate=stamp, producer="zopilot-testing",
+        buf,
+        "PDF",
+        resolution=float(dpi),
+        save_all=True,
+        append_images=images[1:],
+        creationDate=stamp,
+        modDate=stamp,
+        producer="zopilot-testing",
     )
     return buf.getvalue()
 
@@ -256,7 +262,8 @@ def _receipt(i: int) -> tuple[str, list[str], list[list[object]]]:
     rng = _rng("receipt", i)
     shop_items = rng.sample(("Coffee", "Sandwich", "Notebook", "Taxi fare", "Parking"), 2)
     items: list[list[object]] = [
-        [item, f"{rng.randint(2, 60)}.{rng.randint(0, 99):02d}"] for item in shop_items]
+        [item, f"{rng.randint(2, 60)}.{rng.randint(0, 99):02d}"] for item in shop_items
+    ]
     body = [
         f"Receipt no. R-{5000 + i} - {rng.choice(('Cafe Central', 'City Taxi', 'Paper & Co'))}",
         f"Paid by card ending {rng.randint(1000, 9999)} on 2024-04-{1 + i % 28:02d}.",
@@ -295,8 +302,9 @@ def _write(path: Path, title: str, body: list[str], table: list[list[object]]) -
         make_html(path, title, body, table)
     elif ext == ".xlsx":
         fields = [line.split(": ", 1) if ": " in line else [line, ""] for line in body]
-        make_xlsx(path, {"Summary": [["Field", "Value"], ["Document", title], *fields],
-                         "Lines": table})
+        make_xlsx(
+            path, {"Summary": [["Field", "Value"], ["Document", title], *fields], "Lines": table}
+        )
     else:
         rows = ["\t".join(str(v) for v in row) for row in table]
         path.write_text("\n".join([title, "", *body, "", *rows]) + "\n", encoding="utf-8")
