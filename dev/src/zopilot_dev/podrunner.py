@@ -111,10 +111,19 @@ class PodRunner:
     @staticmethod
     def _rewrite(value: str, root: Path, mount_paths: list[str]) -> str:
         """Map a container path to the pod's local root when it is a mount, under
-        one, or a parent of one (e.g. a "volumes root" env var)."""
+        one, or a parent of one (e.g. a "volumes root" env var).
+
+        Host paths that already exist (this virtualenv's python, a test's
+        control directory under /tmp) are left alone unless they are exactly a
+        mount path: the runner shares the host's filesystem, so a container
+        mount such as /tmp must not swallow them.
+        """
         if not value.startswith("/"):
             return value
         v = value.rstrip("/") or "/"
+        exact = any(v == m.rstrip("/") for m in mount_paths)
+        if not exact and Path(v).exists():
+            return value
         for m in mount_paths:
             m = m.rstrip("/")
             if v == m or v.startswith(m + "/") or m.startswith(v + "/"):
