@@ -53,6 +53,10 @@ class OperatorProcess:
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         argv = [str(Path(sys.executable).parent / "zopilot-operator"), "--liveness", ""]
         self.pid = procs.start(self.log_name, argv, self.cluster.logs_dir, env=self.env(extra_env))
+        # Recorded with the cluster's processes, so `dev/cluster down` stops it
+        # even if whoever started it died first.
+        self.cluster.state.pids[self.log_name] = self.pid
+        self.cluster.state.save(self.cluster.config.state_file)
         self.cluster.add_scrape_target("zopilot-operator", f"127.0.0.1:{self.metrics_port}")
 
     def alive(self) -> bool:
@@ -61,13 +65,18 @@ class OperatorProcess:
     def wait_exit(self, timeout_s: float = 60) -> bool:
         return procs.wait_for(lambda: not self.alive(), timeout_s=timeout_s, interval_s=0.1)
 
+    def _forget(self) -> None:
+        self.cluster.state.pids.pop(self.log_name, None)
+        self.cluster.state.save(self.cluster.config.state_file)
+        self.pid = None
+
     def stop(self) -> None:
         if self.pid is not None:
             procs.stop(self.pid)
-            self.pid = None
+            self._forget()
 
     def kill(self) -> None:
         if self.pid is not None:
             os.killpg(self.pid, signal.SIGKILL)
             self.wait_exit(10)
-            self.pid = None
+            self._forget()
