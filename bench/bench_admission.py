@@ -56,9 +56,8 @@ def main() -> None:
     settings = OperatorSettings(metrics_max_age_s=timedelta(days=1).total_seconds())
     rows = [(jobs, nodes, *measure(jobs, nodes, args.rounds, settings)) for jobs, nodes in SIZES]
     base = rows[0][2]
-    print(
-        f"{'jobs':>6} {'nodes':>6} {'median ms':>10} {'x baseline':>11} {'admitted':>9} {'us/job':>7}"
-    )
+    header = ("jobs", "nodes", "median ms", "x baseline", "admitted", "us/job")
+    print("{:>6} {:>6} {:>10} {:>11} {:>9} {:>7}".format(*header))
     for jobs, nodes, t, admitted in rows:
         print(
             f"{jobs:>6} {nodes:>6} {t * 1000:>10.2f} {t / base:>11.1f} {admitted:>9} "
