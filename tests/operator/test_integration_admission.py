@@ -15,7 +15,7 @@ from zopilot_dev.builders import DocumentJobBuilder
 from zopilot_dev.cluster import LocalCluster
 from zopilot_dev.operatorproc import OperatorProcess
 from zopilot_dev.procs import wait_for
-from zopilot_dev.waiting import event_reasons, job_status, wait_job, worker_pods
+from zopilot_dev.waiting import event_reasons, get_job, job_status, wait_job, worker_pods
 
 pytestmark = pytest.mark.cluster
 
@@ -45,6 +45,8 @@ def test_every_phase_is_walked_with_conditions_and_events(
     release = script(namespace, "walk", hold=True)
     submit(c, job(namespace, "walk"))
     st = wait_job(c, namespace, "walk", phase="Running")
+    # No finalizer: a job stays deletable while no operator runs.
+    assert not get_job(c, namespace, "walk")["metadata"].get("finalizers")
     assert st["admission"]["requiredMiB"] == 2048 and st["admission"]["node"].startswith(
         "gpu-4090-"
     )
@@ -67,6 +69,24 @@ def test_every_phase_is_walked_with_conditions_and_events(
         lambda: float(c.query("zopilot_operator_admissions_total")[0]["value"][1]) >= 1,
         timeout_s=30,
     )
+
+
+def test_progress_of_a_running_worker_shows_on_the_job(
+    operator: OperatorProcess, namespace: str, script: Callable[..., Path]
+) -> None:
+    c = operator.cluster
+    release = script(namespace, "slow", hold=True, progress={"total": 5, "done": 3, "failed": 1})
+    submit(c, job(namespace, "slow"))
+    wait_job(c, namespace, "slow", phase="Running")
+    assert wait_for(
+        lambda: job_status(c, namespace, "slow").get("progress", {}).get("done") == 3, timeout_s=30
+    )
+    st = job_status(c, namespace, "slow")
+    assert st["phase"] == "Running"
+    assert st["progress"]["documents"] == 5 and st["progress"]["failed"] == 1
+    assert "3/5" in c.kubectl("get", "dj", "slow", "-n", namespace).stdout
+    release.touch()
+    wait_job(c, namespace, "slow", phase="Succeeded")
 
 
 def test_best_fit_packs_10_and_12_together_20_alone_and_8_waits(

@@ -170,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     if c.kubectl("get", "namespace", NS, check=False).returncode != 0:
         c.kubectl("create", "namespace", NS)
-    c.kubectl("delete", "documentjobs", "--all", "-n", NS, "--wait=true", check=False)
-    prepare_inputs(c)
     op = OperatorProcess(
         c, log_name="operator-demo", model_pvc_name="zopilot-models", admission_interval_s=1
     )
     op.start()
     say(f"operator started (log: {op.log_path})")
+    # Jobs of an earlier run go first (their pods with them).
+    c.kubectl(
+        "delete", "documentjobs", "--all", "-n", NS, "--wait=true", "--timeout=60s", check=False
+    )
+    prepare_inputs(c)
     try:
         manifests = jobs()
         t_apply = time.monotonic()

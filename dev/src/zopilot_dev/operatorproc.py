@@ -26,6 +26,7 @@ class OperatorProcess:
             "prometheus_url": cluster.state.prometheus_url,
             "metrics_port": self.metrics_port,
             "admission_interval_s": 0.5,
+            "job_resync_s": 1,
             # Scrapes every second here, so a sample older than this is stale.
             "metrics_max_age_s": 5,
             "reservation_settle_s": 5,

@@ -18,7 +18,11 @@ runner:
   OOMKilled when the process died of SIGKILL it did not send) and the
   termination message (at most 4096 bytes, as the kubelet truncates);
 * enforces ``activeDeadlineSeconds`` and kills the process when the pod is
-  deleted.
+  deleted;
+* gives each pod its own loopback address (127.1.x.y) as its pod IP and
+  sets ``ZOPILOT_WORKER_HOST`` to it, as a pod's own network namespace
+  would: several workers can then all listen on their container port (8080)
+  and the operator reaches each one at podIP:port, as in a real cluster.
 """
 
 from __future__ import annotations
@@ -71,6 +75,12 @@ class PodRunner:
         self.work_dir = work_dir
         self.pods: dict[str, LocalPod] = {}
         self.bin_dir = Path(sys.executable).parent
+        self._next_ip = 0
+
+    def _pod_ip(self) -> str:
+        n = self._next_ip
+        self._next_ip += 1
+        return f"127.1.{(n // 250) % 250}.{n % 250 + 1}"
 
     # -------------------------------------------------------------- mapping
     def _pvc_dir(self, namespace: str, claim: str) -> Path:
@@ -182,6 +192,8 @@ class PodRunner:
         if "/" not in argv[0] and (self.bin_dir / argv[0]).exists():
             argv[0] = str(self.bin_dir / argv[0])
         env = self._env(pod, c, root, mount_paths)
+        pod_ip = self._pod_ip()
+        env.setdefault("ZOPILOT_WORKER_HOST", pod_ip)
         with (pod_dir / "container.log").open("ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -210,7 +222,8 @@ class PodRunner:
             {
                 "phase": "Running",
                 "hostIP": "127.0.0.1",
-                "podIP": "127.0.0.1",
+                "podIP": pod_ip,
+                "podIPs": [{"ip": pod_ip}],
                 "startTime": started_iso,
                 "conditions": [
                     {"type": t, "status": "True", "lastTransitionTime": started_iso}

@@ -5,7 +5,10 @@
   Prometheus's DCGM numbers: ``scheduler.admission_round``/``round_updates``;
 * an admitted or running job follows its attempt's pod (create it, report
   it, retry or fail): ``lifecycle.on_attempt`` — on job events, on worker pod
-  events and on a resync timer (watches can miss events).
+  events and in a resync loop (watches can miss events; live progress).
+
+No handler needs a finalizer, so none is put on jobs: a job can be deleted
+even while no operator runs, and its pod goes with it (owner reference).
 
 Every decision is made by pure functions; this module reads, applies
 ``Update``s and translates errors.
@@ -26,6 +29,7 @@ import kopf
 from prometheus_client import start_http_server
 from zopilot_common.spec import GROUP, PLURAL, VERSION
 
+from zopilot_operator import progress
 from zopilot_operator import status as st
 from zopilot_operator.clock import utcnow
 from zopilot_operator.errors import ConflictError, MetricsUnavailable, NotFoundError, OperatorError
@@ -74,6 +78,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     if config.metrics_port:
         start_http_server(config.metrics_port, addr="0.0.0.0", registry=_rt.registry)
     asyncio.get_running_loop().create_task(admission_loop(_rt), name="zopilot-admission")
+    asyncio.get_running_loop().create_task(resync_loop(_rt), name="zopilot-resync")
     log.info("zopilot operator started as %s (prometheus %s)", _rt.identity, config.prometheus_url)
 
 
@@ -170,25 +175,49 @@ async def follow_attempt(namespace: str, name: str) -> None:
         attempt = int((job.get("status") or {}).get("attempt") or 1)
         pod = await r.kube.get_pod(namespace, worker_pod_name(name, attempt))
         update = on_attempt(job, pod, utcnow(), r.settings, await r.largest_gpu_mib())
+        if not update.patch and pod is not None and job_phase(job) is Phase.RUNNING:
+            update = await live_progress(r, job, pod)
         await apply(r, job, update, resource_version=job["metadata"]["resourceVersion"])
 
 
-@kopf.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=10.0,
-    idle=5.0,
-    when=lambda status, **_: status.get("phase") in {p.value for p in ACTIVE_PHASES},
-)
-async def resync_active(body: kopf.Body, **_: Any) -> None:
-    try:
-        await follow_attempt(body["metadata"]["namespace"], body["metadata"]["name"])
-    except ConflictError:
-        pass  # someone else just wrote it; the next event brings us back
-    except OperatorError as e:
-        rt().metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
-        raise to_kopf_error(e) from e
+async def live_progress(r: Runtime, job: Mapping[str, Any], pod: Mapping[str, Any]) -> Update:
+    """The running worker's document counts, as a status patch when they changed."""
+    seen = await progress.read(r.http, pod)
+    if seen is None:
+        return Update()
+    patch = st.progress(
+        job.get("status") or {},
+        seen.documents,
+        seen.done,
+        seen.failed,
+        now=utcnow(),
+        generation=job_generation(job),
+    )
+    return Update(patch)
+
+
+async def resync_loop(r: Runtime) -> None:
+    """Every ``job_resync_s``: follow each active job once more (a missed pod
+    event, live progress). One list call per round; our own loop rather than
+    a kopf timer, because kopf puts a finalizer on every object with a timer
+    and jobs then cannot be deleted while the operator is away."""
+    while True:
+        await asyncio.sleep(r.settings.job_resync_s)
+        try:
+            jobs = await r.kube.list_jobs()
+        except OperatorError as e:
+            log.warning("resync: listing jobs failed: %s", e)
+            continue
+        for job in jobs:
+            if job_phase(job) not in ACTIVE_PHASES:
+                continue
+            try:
+                await follow_attempt(job["metadata"]["namespace"], job["metadata"]["name"])
+            except ConflictError:
+                pass  # someone else just wrote it; the next round sees the result
+            except OperatorError as e:
+                r.metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
+                log.warning("%s: resync failed: %s", job_key(job), e)
 
 
 # ------------------------------------------------------------ pod handlers
