@@ -42,6 +42,16 @@ def cluster() -> Iterator[LocalCluster]:
         c.down()
 
 
+@pytest.fixture(scope="session")
+def crd(cluster: LocalCluster) -> LocalCluster:
+    """The cluster with the DocumentJob CRD (crds/documentjob.yaml) installed and Established."""
+    cluster.kubectl("apply", "--server-side", "-f", "crds/documentjob.yaml")
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/documentjobs.zopilot.dev", "--timeout=60s"
+    )
+    return cluster
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     report = yield

@@ -14,15 +14,6 @@ from zopilot_dev.cluster import LocalCluster
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def crd(cluster: LocalCluster) -> LocalCluster:
-    cluster.kubectl("apply", "--server-side", "-f", "crds/documentjob.yaml")
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/documentjobs.zopilot.dev", "--timeout=60s"
-    )
-    return cluster
-
-
 @pytest.fixture
 def ns(crd: LocalCluster) -> Iterator[str]:
     name = f"crd-{uuid.uuid4().hex[:8]}"

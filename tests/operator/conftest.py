@@ -12,15 +12,6 @@ from zopilot_dev.cluster import LocalCluster
 from zopilot_dev.procs import wait_for
 
 
-@pytest.fixture(scope="session")
-def crd(cluster: LocalCluster) -> LocalCluster:
-    cluster.kubectl("apply", "--server-side", "-f", "crds/documentjob.yaml")
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/documentjobs.zopilot.dev", "--timeout=60s"
-    )
-    return cluster
-
-
 @pytest.fixture
 def namespace(crd: LocalCluster) -> Iterator[str]:
     """A fresh namespace; at the end its jobs and pods are gone, so GPUs are free again."""
