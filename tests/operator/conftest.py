@@ -26,6 +26,12 @@ def namespace(crd: LocalCluster) -> Iterator[str]:
         timeout_s=60,
     )
     crd.kubectl("delete", "namespace", ns, "--wait=false")
+    # ... and Prometheus no longer shows their memory, so the next test starts
+    # from idle GPUs rather than from a sample taken before the pods went.
+    wait_for(
+        lambda: all(float(s["value"][1]) == 0 for s in crd.query("DCGM_FI_DEV_FB_USED")),
+        timeout_s=30,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -94,8 +94,21 @@ def test_best_fit_packs_10_and_12_together_20_alone_and_8_waits(
 ) -> None:
     c = operator.cluster
     releases = {n: script(namespace, n, hold=True) for n in ("j1-10g", "j2-12g", "j3-20g", "j4-8g")}
-    for name, gib in (("j1-10g", 10), ("j2-12g", 12), ("j3-20g", 20)):
-        submit(c, job(namespace, name, f"{gib}Gi"))
+    # One apply, so the three arrive together (as a batch would). Admitted one
+    # round apart instead, 12 could land beside 10 only once 10's memory shows
+    # in DCGM *and* has settled (reservation_settle_s): until then the operator
+    # counts it twice, on purpose (never under-count), and best fit may differ.
+    c.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(
+            [
+                job(namespace, n, f"{g}Gi").obj()
+                for n, g in (("j1-10g", 10), ("j2-12g", 12), ("j3-20g", 20))
+            ]
+        ),
+    )
     nodes = {
         n: wait_job(c, namespace, n, phase="Running")["admission"]["node"]
         for n in ("j1-10g", "j2-12g", "j3-20g")
