@@ -214,11 +214,14 @@ def test_an_oom_killed_attempt_is_replanned_with_more_memory(
 ) -> None:
     c = operator.cluster
     script(namespace, "oom", attempts={"1": {"oom": True}, "2": {"exit": 0}})
+    script(namespace, "cuda-oom", attempts={"1": {"exit": 76}, "2": {"exit": 0}})
     submit(c, job(namespace, "oom", "4Gi"))
-    st = wait_job(c, namespace, "oom", phase="Succeeded")
-    assert st["attempt"] == 2
-    assert st["plan"]["requiredMiB"] > 4096
-    assert "OOMKilled" in event_reasons(c, namespace, "oom")
+    submit(c, job(namespace, "cuda-oom", "4Gi"))
+    for name, reason in (("oom", "OOMKilled"), ("cuda-oom", "GPUOutOfMemory")):
+        st = wait_job(c, namespace, name, phase="Succeeded")
+        assert st["attempt"] == 2
+        assert st["plan"]["requiredMiB"] > 4096
+        assert reason in event_reasons(c, namespace, name)
 
 
 def test_deleting_a_job_removes_its_pod_and_frees_the_gpu(

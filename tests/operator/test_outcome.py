@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from zopilot_operator.outcome import (
+    EXIT_GPU_OOM,
     EXIT_PERMANENT,
     EXIT_RETRIABLE,
     Failure,
@@ -76,6 +77,13 @@ def finished(code: int, **kwargs: Any) -> dict[str, Any]:
         ),
         pytest.param(
             finished(137), Kind.FAILED, Reason.WORKER_FAILED, Failure.RETRIABLE, id="sigkill"
+        ),
+        pytest.param(
+            finished(EXIT_GPU_OOM),
+            Kind.FAILED,
+            Reason.GPU_OUT_OF_MEMORY,
+            Failure.OUT_OF_MEMORY,
+            id="cuda-oom-exit-76",
         ),
         pytest.param(
             PodBuilder().running(at(100)).pod_reason("DeadlineExceeded").obj(),

@@ -239,3 +239,20 @@ def test_generate_answer_returns_the_raw_text(classifier: Classifier) -> None:
     assert prompt.document_tokens > 0
     label = classifier.classify_by_generation(TEXTS[0], LABELS, max_new_tokens=3).label
     assert label == scoring.parse_label(answer, LABELS)
+
+
+def test_cuda_oom_while_scoring_is_reported_as_gpu_out_of_memory(
+    classifier: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CUDA OOM means the memory plan was too small: a distinct error, so the
+    job runner exits 76 and the operator re-plans with more memory."""
+    import torch
+    from zopilot_worker.classify import scoring
+    from zopilot_worker.errors import GPUOutOfMemory
+
+    def oom(*_: object, **__: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(scoring, "label_log_likelihoods", oom)
+    with pytest.raises(GPUOutOfMemory, match="CUDA out of memory scoring 2 labels"):
+        classifier.classify("an invoice", ["invoice", "receipt"])

@@ -8,6 +8,8 @@ because the operator must not import the worker):
   and, on failure, ``message`` (snake_case spellings are accepted too);
 * exit 2 (:data:`EXIT_PERMANENT`): the job cannot succeed as specified;
 * exit 75 (:data:`EXIT_RETRIABLE`, sysexits' EX_TEMPFAIL): try again later;
+* exit 76 (:data:`EXIT_GPU_OOM`): CUDA ran out of memory: re-planned with more
+  GPU memory, like OOMKilled;
 * anything else (a crash, a signal): retriable, up to ``spec.retries``.
 
 Kubernetes adds: container reason ``OOMKilled`` (re-planned with more GPU
@@ -36,6 +38,8 @@ from zopilot_operator.settings import OperatorSettings
 EXIT_OK = 0
 EXIT_PERMANENT = 2
 EXIT_RETRIABLE = 75
+# CUDA ran out of memory in the worker: the plan was too small (re-plan, like OOMKilled).
+EXIT_GPU_OOM = 76
 SUMMARY_MAX_CHARS = 4096
 MAX_FAILURES = 10  # failed documents copied into status.results
 # Waiting reasons no retry can cure (the operator's own configuration is wrong).
@@ -179,6 +183,8 @@ def _terminated_failure(term: Mapping[str, Any]) -> tuple[Failure, str]:
     code = term.get("exitCode")
     if term.get("reason") == "OOMKilled":
         return Failure.OUT_OF_MEMORY, Reason.OOM_KILLED
+    if code == EXIT_GPU_OOM:
+        return Failure.OUT_OF_MEMORY, Reason.GPU_OUT_OF_MEMORY
     if code == EXIT_PERMANENT:
         return Failure.PERMANENT, Reason.WORKER_PERMANENT
     if code == EXIT_RETRIABLE:

@@ -66,6 +66,7 @@ class Reason(StrEnum):
     # outcomes
     SUCCEEDED = "Succeeded"
     OOM_KILLED = "OOMKilled"
+    GPU_OUT_OF_MEMORY = "GPUOutOfMemory"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     WORKER_FAILED = "WorkerFailed"
     WORKER_RETRIABLE = "WorkerRetriableError"

@@ -8,12 +8,21 @@ from pathlib import Path
 
 import pytest
 from zopilot_common.spec import DocumentJobSpec, DocumentSource
-from zopilot_worker.errors import DocumentTooLarge, FetchError
+from zopilot_worker.errors import (
+    DocumentTooLarge,
+    FetchError,
+    GPUMemoryUnavailable,
+    GPUOutOfMemory,
+    ModelNotFound,
+    WorkerError,
+)
 from zopilot_worker.jobrunner.exitcodes import (
+    EXIT_GPU_OOM,
     EXIT_OK,
     EXIT_PERMANENT,
     EXIT_RETRIABLE,
     exit_code_for,
+    exit_code_for_error,
 )
 from zopilot_worker.jobrunner.fetch import Fetcher, redact_url, resolve_documents
 from zopilot_worker.jobrunner.output import OutputError, ResultWriter, resolve_output_dir
@@ -43,6 +52,18 @@ def test_exit_codes(
         )
         == expected
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (GPUOutOfMemory("oom"), EXIT_GPU_OOM),  # plan too small: the operator re-plans
+        (GPUMemoryUnavailable("busy"), EXIT_RETRIABLE),  # memory taken by others: retry
+        (ModelNotFound("no model"), EXIT_PERMANENT),
+    ],
+)
+def test_exit_code_of_a_job_stopping_error(error: WorkerError, expected: int) -> None:
+    assert exit_code_for_error(error.retriable, error.code) == expected
 
 
 def test_spec_from_env_file_and_whole_object(tmp_path: Path) -> None:

@@ -74,6 +74,16 @@ class GPUMemoryUnavailable(WorkerError):
     retriable = True
 
 
+class GPUOutOfMemory(WorkerError):
+    """CUDA ran out of memory while loading or running a model: the job's memory
+    plan was too small for this model/input. The job runner exits with
+    EXIT_GPU_OOM so the operator re-plans the next attempt with more memory."""
+
+    code = "gpu_out_of_memory"
+    http_status = 503
+    retriable = True
+
+
 class Overloaded(WorkerError):
     """The endpoint's concurrency limit and bounded queue are full."""
 

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from zopilot_common.spec import Quantization
 
 from zopilot_worker.classify import loading, scoring
+from zopilot_worker.errors import GPUOutOfMemory
 
 DEFAULT_MAX_INPUT_TOKENS = 2048
 # Upper bound on a label's tokens (labels are at most 100 characters).
@@ -90,7 +91,16 @@ class Classifier:
         # Reserve room for the longest label after the prompt.
         prompt = self._prompt(text, labels, max_input_tokens, reserve=MAX_LABEL_TOKENS)
         label_ids = scoring.encode_labels(self.tokenizer, labels, prompt.tail)
-        means = scoring.label_log_likelihoods(self.model, prompt.input_ids, label_ids)
+        try:
+            means = scoring.label_log_likelihoods(self.model, prompt.input_ids, label_ids)
+        except torch.OutOfMemoryError as exc:
+            # The plan (KV cache for max_input_tokens) was too small: say so, so
+            # the job runner exits EXIT_GPU_OOM and the operator re-plans.
+            raise GPUOutOfMemory(
+                f"CUDA out of memory scoring {len(labels)} labels over "
+                f"{len(prompt.input_ids)} tokens with {self.name!r}",
+                detail=repr(exc),
+            ) from exc
         probabilities = scoring.softmax(means)
         best = max(range(len(labels)), key=probabilities.__getitem__)
         return Classification(

@@ -17,7 +17,7 @@ from typing import Any
 
 from zopilot_common.spec import Quantization
 
-from zopilot_worker.errors import GPUMemoryUnavailable, ModelLoadError, ModelNotFound
+from zopilot_worker.errors import GPUOutOfMemory, ModelLoadError, ModelNotFound
 from zopilot_worker.settings import enforce_offline_hub
 
 enforce_offline_hub()  # before transformers (and huggingface_hub) are imported
@@ -156,7 +156,7 @@ def load_weights(
     try:
         model = loader.from_pretrained(model_dir, **kwargs)
     except torch.OutOfMemoryError as exc:
-        raise GPUMemoryUnavailable(
+        raise GPUOutOfMemory(
             f"not enough free GPU memory to load model {name!r} at {quantization.value}",
             detail=repr(exc),
         ) from exc

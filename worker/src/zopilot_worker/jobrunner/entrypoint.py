@@ -20,7 +20,12 @@ from typing import Any, TextIO
 from zopilot_common.spec import Task
 
 from zopilot_worker.errors import WorkerError
-from zopilot_worker.jobrunner.exitcodes import EXIT_PERMANENT, EXIT_RETRIABLE, exit_code_for
+from zopilot_worker.jobrunner.exitcodes import (
+    EXIT_PERMANENT,
+    EXIT_RETRIABLE,
+    exit_code_for,
+    exit_code_for_error,
+)
 from zopilot_worker.jobrunner.fetch import Fetcher, resolve_documents
 from zopilot_worker.jobrunner.observability import create_job_app
 from zopilot_worker.jobrunner.output import OutputError, ResultWriter, resolve_output_dir
@@ -160,7 +165,7 @@ def _run(
             try:
                 engine.load_models()
             except WorkerError as exc:
-                code = EXIT_RETRIABLE if exc.retriable else EXIT_PERMANENT
+                code = exit_code_for_error(exc.retriable, exc.code)
                 raise JobStopped(code, exc.public_message) from None
         refs = resolve_documents(
             list(spec.documents),
@@ -180,7 +185,7 @@ def _run(
         engine.close()
 
     if result.fatal is not None:
-        exit_code = EXIT_RETRIABLE if result.fatal.retriable else EXIT_PERMANENT
+        exit_code = exit_code_for_error(result.fatal.retriable, result.fatal.code)
         message = f"stopped after {result.done + result.failed} of {result.documents} documents: "
         message += result.fatal.public_message
     else:

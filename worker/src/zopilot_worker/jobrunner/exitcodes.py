@@ -17,6 +17,10 @@ and reads the termination message for the details.
   run the model, or a document could not be fetched for a retriable reason
   (timeout, 5xx, 429). Results so far are written; retry the attempt
   (spec.retries, with backoff).
+- ``EXIT_GPU_OOM`` (76): CUDA ran out of memory loading or running the model:
+  the attempt's memory plan was too small. Retriable, and the operator re-plans
+  the next attempt with more GPU memory instead of repeating it as is (the GPU
+  analogue of the kubelet's OOMKilled, which only covers host memory).
 """
 
 from __future__ import annotations
@@ -24,8 +28,21 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_PERMANENT = 2
 EXIT_RETRIABLE = 75
+EXIT_GPU_OOM = 76
 
-EXIT_CODES = {"ok": EXIT_OK, "permanent": EXIT_PERMANENT, "retriable": EXIT_RETRIABLE}
+EXIT_CODES = {
+    "ok": EXIT_OK,
+    "permanent": EXIT_PERMANENT,
+    "retriable": EXIT_RETRIABLE,
+    "gpu_oom": EXIT_GPU_OOM,
+}
+
+
+def exit_code_for_error(retriable: bool, code: str) -> int:
+    """The exit code of a job stopped by a worker error (``WorkerError.code``)."""
+    if code == "gpu_out_of_memory":
+        return EXIT_GPU_OOM
+    return EXIT_RETRIABLE if retriable else EXIT_PERMANENT
 
 
 def exit_code_for(

@@ -23,6 +23,7 @@ from zopilot_common.spec import DocumentJobSpec, Task
 from zopilot_worker.errors import (
     EmptyDocument,
     GPUMemoryUnavailable,
+    GPUOutOfMemory,
     ModelLoadError,
     ModelNotFound,
     NotReady,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Errors about the model or the GPU, not about the document at hand.
-JOB_FATAL_ERRORS = (GPUMemoryUnavailable, ModelNotFound, ModelLoadError, NotReady)
+JOB_FATAL_ERRORS = (GPUMemoryUnavailable, GPUOutOfMemory, ModelNotFound, ModelLoadError, NotReady)
 GENERIC_FAILURE = "internal error while processing this document; see the worker log"
 
 
