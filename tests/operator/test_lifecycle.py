@@ -16,7 +16,15 @@ from zopilot_operator.lifecycle import Update, on_attempt, on_created
 from zopilot_operator.reasons import EventType, Reason
 from zopilot_operator.scheduler import admission_round, round_updates
 from zopilot_operator.settings import OperatorSettings
-from zopilot_operator.testing import RTX_4090_MIB, JobBuilder, NodeBuilder, PodBuilder, at, sample
+from zopilot_operator.testing import (
+    RTX_4090_MIB,
+    JobBuilder,
+    NodeBuilder,
+    PodBuilder,
+    at,
+    merge_patch,
+    sample,
+)
 
 SETTINGS = OperatorSettings()
 NODES = [NodeBuilder("gpu-a").obj(), NodeBuilder("gpu-b").obj(), NodeBuilder("cpu").no_gpu().obj()]
@@ -26,19 +34,8 @@ INFOS: list[NodeInfo] = [i for i in (node_info(n) for n in NODES) if i]
 def apply(job: dict[str, Any], update: Update) -> dict[str, Any]:
     """Merge ``update.patch`` into the job's status (None deletes, objects merge)."""
 
-    def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-        out = copy.deepcopy(target)
-        for key, value in patch.items():
-            if value is None:
-                out.pop(key, None)
-            elif isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
-            else:
-                out[key] = copy.deepcopy(value)
-        return out
-
     job = copy.deepcopy(job)
-    job["status"] = merge(job.get("status") or {}, update.patch)
+    job["status"] = merge_patch(job.get("status") or {}, update.patch)
     return job
 
 

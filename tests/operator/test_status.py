@@ -6,7 +6,6 @@ the API server does (``None`` deletes, objects merge, lists are replaced).
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,11 @@ from zopilot_operator.reasons import Phase, Reason
 from zopilot_operator.retry import NextStep
 from zopilot_operator.settings import OperatorSettings
 from zopilot_operator.testing import at
+from zopilot_operator.testing import merge_patch as merge
 
 SETTINGS = OperatorSettings()
 PLAN = Plan(20480, "planner", "mixtral-8x7b-instruct at nf4: ... = 20.0 GiB")
 CRD = Path(__file__).resolve().parents[2] / "crds" / "documentjob.yaml"
-
-
-def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def status_schema() -> dict[str, Any]:

@@ -30,3 +30,14 @@ def tiny_mixtral_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from zopilot_worker.testing.tiny_models import build_tiny_mixtral
 
     return build_tiny_mixtral(tmp_path_factory.mktemp("models") / "tiny-mixtral")
+
+
+@pytest.fixture(scope="session")
+def model_root(tiny_mixtral_dir: Path) -> Path:
+    """A model root holding the catalog's ``tiny-mixtral`` (random weights, built locally).
+
+    ``tiny_mixtral_dir`` is ``<root>/tiny-mixtral``; its parent is exactly the layout
+    the worker expects under ZOPILOT_WORKER_MODEL_ROOT.
+    """
+    assert tiny_mixtral_dir.name == "tiny-mixtral"
+    return tiny_mixtral_dir.parent

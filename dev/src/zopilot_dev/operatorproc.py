@@ -6,6 +6,7 @@ until the Helm chart runs it in-cluster.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -46,9 +47,7 @@ class OperatorProcess:
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(self.cluster.env())
         for k, v in self.settings.items():
-            env[f"ZOPILOT_OPERATOR_{k.upper()}"] = (
-                v if isinstance(v, str) else __import__("json").dumps(v)
-            )
+            env[f"ZOPILOT_OPERATOR_{k.upper()}"] = v if isinstance(v, str) else json.dumps(v)
         return {**env, **(extra or {})}
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:

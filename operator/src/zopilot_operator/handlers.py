@@ -139,6 +139,8 @@ def _node(job: Mapping[str, Any]) -> str:
 async def job_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
     if event.get("type") == "DELETED":
         log.info("%s deleted; its pod goes with it (owner reference)", job_key(body))
+        if _rt is not None:
+            _rt.forget(job_key(body))
         return
     job = dict(body)
     phase = job_phase(job)
@@ -154,7 +156,7 @@ async def job_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None
 
 async def plan_job(job: dict[str, Any]) -> None:
     r = rt()
-    async with r.lock(job["metadata"]["uid"]):
+    async with r.lock(job_key(job)):
         fresh = await r.kube.get_job(job["metadata"]["namespace"], job["metadata"]["name"])
         if fresh is None or job_phase(fresh) is not None:
             return
@@ -165,10 +167,7 @@ async def plan_job(job: dict[str, Any]) -> None:
 async def follow_attempt(namespace: str, name: str) -> None:
     """Read the job and its current pod fresh, and apply what on_attempt says."""
     r = rt()
-    job = await r.kube.get_job(namespace, name)
-    if job is None or job_phase(job) not in ACTIVE_PHASES:
-        return
-    async with r.lock(job["metadata"]["uid"]):
+    async with r.lock(f"{namespace}/{name}"):
         job = await r.kube.get_job(namespace, name)
         if job is None or job_phase(job) not in ACTIVE_PHASES:
             return

@@ -54,8 +54,14 @@ class Runtime:
             settings, Kube(api), api, httpx.AsyncClient(), registry, OperatorMetrics(registry)
         )
 
-    def lock(self, job_uid: str) -> asyncio.Lock:
-        return self._locks[job_uid]
+    def lock(self, key: str) -> asyncio.Lock:
+        """The lock serialising work on one job ("namespace/name"): job events,
+        pod events and the resync loop may reach the same job at once."""
+        return self._locks[key]
+
+    def forget(self, key: str) -> None:
+        """Drop a deleted job's lock (the map would otherwise grow with every job)."""
+        self._locks.pop(key, None)
 
     async def nodes(self, fresh: bool = False) -> list[dict[str, Any]]:
         at, nodes = self._nodes

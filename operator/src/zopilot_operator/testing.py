@@ -8,6 +8,7 @@ free, so it may ship in the package; nothing in the operator imports it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
@@ -19,6 +20,20 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 RTX_4090 = "NVIDIA GeForce RTX 4090"
 RTX_4090_LABEL = "NVIDIA-GeForce-RTX-4090"
 RTX_4090_MIB = 24564
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply a JSON merge patch (RFC 7386) as the API server applies our status
+    patches: None deletes a key, objects merge, anything else replaces."""
+    out = copy.deepcopy(dict(target))
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def at(seconds: float) -> datetime:

@@ -16,17 +16,6 @@ from zopilot_worker.settings import WorkerSettings
 LABELS = ["invoice", "receipt", "contract", "other"]
 
 
-@pytest.fixture(scope="session")
-def model_root(tiny_mixtral_dir: Path) -> Path:
-    """A model root holding the catalog's ``tiny-mixtral`` (random weights, built locally).
-
-    The worker conftest builds the model once per session into ``<root>/tiny-mixtral``;
-    its parent is exactly the layout the worker expects under ZOPILOT_WORKER_MODEL_ROOT.
-    """
-    assert tiny_mixtral_dir.name == "tiny-mixtral"
-    return tiny_mixtral_dir.parent
-
-
 class FileServer:
     """A loopback HTTP server: ``/files/<name>`` from ``directory``; ``/status/<code>/<name>``
     answers that status; every request path is recorded in ``requests``."""

@@ -45,17 +45,6 @@ def wait_until() -> WaitUntil:
     return _wait_until
 
 
-@pytest.fixture(scope="session")
-def model_root(tiny_mixtral_dir: Path) -> Path:
-    """A model root holding the catalog's ``tiny-mixtral`` (random weights, built locally).
-
-    The worker conftest builds the model once per session into ``<root>/tiny-mixtral``;
-    its parent is exactly the layout the worker expects under ZOPILOT_WORKER_MODEL_ROOT.
-    """
-    assert tiny_mixtral_dir.name == "tiny-mixtral"
-    return tiny_mixtral_dir.parent
-
-
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., WorkerSettings]:
     """Settings for tests: tiny model on CPU, no doctor, lazy model, small limits."""
