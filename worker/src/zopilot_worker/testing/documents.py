@@ -17,6 +17,7 @@ import functools
 import html
 import io
 import random
+import re
 import zipfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -41,12 +42,22 @@ def _finish(data: bytes, path: Path | str | None) -> bytes:
     return data
 
 
+# openpyxl stamps <dcterms:modified> with the time of saving, whatever the
+# workbook's properties say; pin it like the zip entry times.
+_MODIFIED = re.compile(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)")
+
+
 def _normalize_zip(data: bytes) -> bytes:
-    """Rewrite a zip with fixed entry timestamps (python-docx & co stamp 'now')."""
+    """Rewrite a zip with fixed entry timestamps and core-properties dates
+    (python-docx & co stamp 'now')."""
+    stamp = FIXED_TIME.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
         for info in src.infolist():
-            dst.writestr(_zip_info(info.filename), src.read(info))
+            content = src.read(info)
+            if info.filename == "docProps/core.xml":
+                content = _MODIFIED.sub(rb"\g<1>" + stamp + rb"\g<2>", content)
+            dst.writestr(_zip_info(info.filename), content)
     return out.getvalue()
 
 
