@@ -33,13 +33,19 @@ from zopilot_operator import progress
 from zopilot_operator import status as st
 from zopilot_operator.clock import utcnow
 from zopilot_operator.errors import ConflictError, MetricsUnavailable, NotFoundError, OperatorError
-from zopilot_operator.jobs import job_generation, job_key, job_phase, phase_counts
+from zopilot_operator.jobs import (
+    job_generation,
+    job_key,
+    job_phase,
+    phase_counts,
+    queue_and_claims,
+)
 from zopilot_operator.kube import build_event, to_kopf_error
 from zopilot_operator.leader import LeaseElector
 from zopilot_operator.lifecycle import Event, Update, on_attempt, on_created
 from zopilot_operator.podbuilder import worker_pod_name
 from zopilot_operator.prometheus import query_gpu_memory
-from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
+from zopilot_operator.reasons import ACTIVE_PHASES, TERMINAL_PHASES, EventType, Phase, Reason
 from zopilot_operator.runtime import Runtime
 from zopilot_operator.scheduler import admission_round, round_updates
 from zopilot_operator.settings import OperatorSettings
@@ -123,6 +129,8 @@ async def apply(
         await r.kube.delete_pod(ns, update.delete_pod)
     if patch:
         await r.kube.patch_job_status(ns, name, patch, resource_version=resource_version)
+        if patch.get("phase") in TERMINAL_PHASES:
+            r.metrics.observe_finished(str(patch["phase"]), str(patch.get("reason") or ""))
     for ev in events:
         with contextlib.suppress(OperatorError):  # an event lost is not worth a retry
             await r.kube.emit_event(
@@ -247,7 +255,9 @@ async def admission_loop(r: Runtime) -> None:
     while True:
         started = time.monotonic()
         try:
-            if await elector.ensure():
+            leader = await elector.ensure()
+            r.metrics.admission_leader.set(1 if leader else 0)
+            if leader:
                 await admit_once(r)
         except Exception:
             r.metrics.reconcile_errors.labels(handler="admission", kind="unexpected").inc()
@@ -260,12 +270,15 @@ async def admission_loop(r: Runtime) -> None:
 async def admit_once(r: Runtime) -> None:
     jobs = await r.kube.list_jobs()
     r.metrics.set_phase_counts(phase_counts(jobs))
+    queue, claims = queue_and_claims(jobs)
+    r.metrics.set_reservations(claims, queue)
     if not any(job_phase(j) is Phase.QUEUED for j in jobs):
         return
     nodes = await r.nodes(fresh=True)
     samples: Any
     try:
         samples = await query_gpu_memory(r.settings, r.http)
+        r.metrics.set_unmatched(claims, samples, r.settings)
     except MetricsUnavailable as e:
         r.metrics.prometheus_query_errors.labels(reason=e.reason).inc()
         samples = e
