@@ -211,7 +211,7 @@ async def resync_loop(r: Runtime) -> None:
     while True:
         await asyncio.sleep(r.settings.job_resync_s)
         try:
-            jobs = await r.kube.list_jobs()
+            jobs = await r.kube.list_jobs(r.settings.watch_namespaces)
         except OperatorError as e:
             log.warning("resync: listing jobs failed: %s", e)
             continue
@@ -268,7 +268,7 @@ async def admission_loop(r: Runtime) -> None:
 
 
 async def admit_once(r: Runtime) -> None:
-    jobs = await r.kube.list_jobs()
+    jobs = await r.kube.list_jobs(r.settings.watch_namespaces)
     r.metrics.set_phase_counts(phase_counts(jobs))
     queue, claims = queue_and_claims(jobs)
     r.metrics.set_reservations(claims, queue)
@@ -277,7 +277,7 @@ async def admit_once(r: Runtime) -> None:
     nodes = await r.nodes(fresh=True)
     samples: Any
     try:
-        samples = await query_gpu_memory(r.settings, r.http)
+        samples = await r.join_nodes(await query_gpu_memory(r.settings, r.http), nodes)
         r.metrics.set_unmatched(claims, samples, r.settings)
     except MetricsUnavailable as e:
         r.metrics.prometheus_query_errors.labels(reason=e.reason).inc()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -187,10 +187,42 @@ class Kube:
         body = await self._call("list nodes", self.core.list_node)
         return list(body.get("items", []))
 
-    async def list_jobs(self) -> list[dict[str, Any]]:
-        body = await self._call(
-            "list documentjobs", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
-        )
+    async def list_jobs(self, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """All DocumentJobs, or those of ``namespaces`` (one list call each: namespaced RBAC)."""
+        if not namespaces:
+            body = await self._call(
+                "list documentjobs", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+            )
+            return list(body.get("items", []))
+        items: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            body = await self._call(
+                f"list documentjobs in {namespace}",
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+            )
+            items += body.get("items", [])
+        return items
+
+    async def list_pods(self, label_selector: str, namespace: str = "") -> list[dict[str, Any]]:
+        """Pods matching ``label_selector`` in ``namespace`` (empty: all namespaces)."""
+        where = f"in {namespace}" if namespace else "in all namespaces"
+        if namespace:
+            body = await self._call(
+                f"list pods {label_selector} {where}",
+                self.core.list_namespaced_pod,
+                namespace,
+                label_selector=label_selector,
+            )
+        else:
+            body = await self._call(
+                f"list pods {label_selector} {where}",
+                self.core.list_pod_for_all_namespaces,
+                label_selector=label_selector,
+            )
         return list(body.get("items", []))
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -1,15 +1,18 @@
-"""``zopilot-operator``: run the kopf operator (all namespaces)."""
+"""``zopilot-operator``: run the kopf operator (all namespaces, or those named)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 
 import kopf
 
 from zopilot_operator import handlers
+from zopilot_operator.settings import OperatorSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         "--namespace",
         action="append",
         default=[],
-        help="watch only these namespaces (repeatable); default: all",
+        help="watch only these namespaces (repeatable); default: watch_namespaces, else all",
     )
     ap.add_argument(
         "--liveness",
@@ -27,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
+    if args.namespace:
+        # The flags win over the settings' watch_namespaces; the handlers read
+        # the settings, so both name the same namespaces.
+        os.environ["ZOPILOT_OPERATOR_WATCH_NAMESPACES"] = json.dumps(args.namespace)
+    namespaces = list(OperatorSettings().watch_namespaces)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -37,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(
             kopf.operator(
-                clusterwide=not args.namespace,
-                namespaces=args.namespace,
+                clusterwide=not namespaces,
+                namespaces=namespaces,
                 # Our own Lease elects the one admitting instance; kopf's peering
                 # (which needs extra CRDs) would pause every handler instead.
                 standalone=True,

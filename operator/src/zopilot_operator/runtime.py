@@ -4,6 +4,7 @@ metrics, per-job locks and a short-lived node cache. Created at startup."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -15,12 +16,15 @@ import httpx
 from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
-from zopilot_operator.gpus import NodeInfo, largest_gpu_mib, node_info
+from zopilot_operator.errors import OperatorError
+from zopilot_operator.gpus import GpuSample, NodeInfo, largest_gpu_mib, node_info
 from zopilot_operator.kube import Kube
 from zopilot_operator.metrics import OperatorMetrics
+from zopilot_operator.prometheus import join_nodes
 from zopilot_operator.settings import OperatorSettings
 
 NODE_CACHE_S = 5.0
+log = logging.getLogger("zopilot.operator")
 
 
 def api_client() -> client.ApiClient:
@@ -45,6 +49,7 @@ class Runtime:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+    _exporter_pods: tuple[float, dict[str, str]] = (0.0, {})
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
@@ -76,3 +81,29 @@ class Runtime:
 
     async def largest_gpu_mib(self) -> int | None:
         return largest_gpu_mib(await self.node_infos(), self.settings)
+
+    async def join_nodes(
+        self, samples: list[GpuSample], nodes: list[dict[str, Any]]
+    ) -> list[GpuSample]:
+        """Samples named after a dcgm-exporter pod, moved to that pod's node.
+
+        The exporter pods are listed only when some sample names no node, and
+        the answer is cached like the nodes; a failed list leaves samples as they are.
+        """
+        names = {str((n.get("metadata") or {}).get("name")) for n in nodes}
+        selector = self.settings.dcgm_exporter_pod_selector
+        if not selector or all(s.node in names for s in samples):
+            return samples
+        at, pod_nodes = self._exporter_pods
+        if time.monotonic() - at > NODE_CACHE_S:
+            try:
+                pods = await self.kube.list_pods(selector, self.settings.dcgm_exporter_namespace)
+            except OperatorError as e:
+                log.warning("listing dcgm-exporter pods (%s) failed: %s", selector, e)
+                return samples
+            pod_nodes = {
+                str(p["metadata"]["name"]): str((p.get("spec") or {}).get("nodeName") or "")
+                for p in pods
+            }
+            self._exporter_pods = (time.monotonic(), pod_nodes)
+        return join_nodes(samples, names, pod_nodes)
