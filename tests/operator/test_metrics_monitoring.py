@@ -75,3 +75,16 @@ def test_finished_jobs_and_leader_gauge() -> None:
         "zopilot_operator_jobs_finished_total", {"phase": "Succeeded", "reason": "Unknown"}
     )
     assert value("zopilot_operator_admission_leader") == 1
+
+
+def test_a_former_leader_exports_no_job_or_reservation_figures() -> None:
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    queue, claims = queue_and_claims(_jobs())
+    metrics.set_phase_counts({"Queued": 2})
+    metrics.set_reservations(claims, queue)
+    metrics.clear_leader_gauges()
+    value = registry.get_sample_value
+    assert value("zopilot_operator_jobs", {"phase": "Queued"}) is None
+    assert value("zopilot_operator_gpu_memory_reserved_bytes", {"node": "n1", "gpu": "0"}) is None
+    assert value("zopilot_operator_queued_smallest_required_bytes") == 0

@@ -259,6 +259,8 @@ async def admission_loop(r: Runtime) -> None:
             r.metrics.admission_leader.set(1 if leader else 0)
             if leader:
                 await admit_once(r)
+            else:
+                r.metrics.clear_leader_gauges()
         except Exception:
             r.metrics.reconcile_errors.labels(handler="admission", kind="unexpected").inc()
             log.exception("admission round failed")

@@ -131,6 +131,14 @@ class OperatorMetrics:
         for waiting in round_.waiting:
             self.rejections.labels(reason=waiting.reason).inc()
 
+    def clear_leader_gauges(self) -> None:
+        """Drop what only the admission leader knows, so a former leader's last values
+        never add to the new leader's in a sum over instances."""
+        self.jobs.clear()
+        self.gpu_memory_reserved.clear()
+        self.reservation_unmatched.clear()
+        self.queued_smallest.set(0)
+
     def observe_finished(self, phase: str, reason: str) -> None:
         """Count a job that just reached Succeeded or Failed (once, when the patch landed)."""
         self.jobs_finished.labels(phase=phase, reason=reason or "Unknown").inc()
