@@ -88,3 +88,18 @@ def test_a_former_leader_exports_no_job_or_reservation_figures() -> None:
     assert value("zopilot_operator_jobs", {"phase": "Queued"}) is None
     assert value("zopilot_operator_gpu_memory_reserved_bytes", {"node": "n1", "gpu": "0"}) is None
     assert value("zopilot_operator_queued_smallest_required_bytes") == 0
+
+
+def test_usage_counts_what_a_patch_adds() -> None:
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    metrics.observe_usage("docs", {}, {"gpuSeconds": 100.0, "costUSD": 0.031})
+    metrics.observe_usage("docs", {"gpuSeconds": 100.0, "costUSD": 0.031}, {"phase": "Running"})
+    metrics.observe_usage(
+        "docs", {"gpuSeconds": 100.0, "costUSD": 0.031}, {"gpuSeconds": 150.0, "costUSD": 0.0465}
+    )
+    value = registry.get_sample_value
+    assert value("zopilot_operator_gpu_seconds_total", {"namespace": "docs"}) == 150.0
+    assert (
+        abs((value("zopilot_operator_cost_usd_total", {"namespace": "docs"}) or 0) - 0.0465) < 1e-9
+    )

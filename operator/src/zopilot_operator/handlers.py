@@ -129,6 +129,7 @@ async def apply(
         await r.kube.delete_pod(ns, update.delete_pod)
     if patch:
         await r.kube.patch_job_status(ns, name, patch, resource_version=resource_version)
+        r.metrics.observe_usage(ns, job.get("status") or {}, patch)
         if patch.get("phase") in TERMINAL_PHASES:
             r.metrics.observe_finished(str(patch["phase"]), str(patch.get("reason") or ""))
     for ev in events:

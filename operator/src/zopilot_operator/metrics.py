@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -29,6 +30,8 @@ ADMISSION_LEADER = f"{PREFIX}_admission_leader"
 JOBS_FINISHED = f"{PREFIX}_jobs_finished"
 GPU_MEMORY_RESERVED = f"{PREFIX}_gpu_memory_reserved_bytes"
 RESERVATION_UNMATCHED = f"{PREFIX}_reservation_unmatched_bytes"
+GPU_SECONDS = f"{PREFIX}_gpu_seconds"
+COST = f"{PREFIX}_cost_usd"
 QUEUED_SMALLEST = f"{PREFIX}_queued_smallest_required_bytes"
 MIB = 1024 * 1024
 
@@ -112,6 +115,19 @@ class OperatorMetrics:
             registry=registry,
         )
 
+        self.gpu_seconds = Counter(
+            GPU_SECONDS,
+            "GPU-seconds of finished attempts (status.gpuSeconds), by namespace.",
+            ["namespace"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            COST,
+            "USD of finished attempts (status.costUSD), by namespace.",
+            ["namespace"],
+            registry=registry,
+        )
+
     def set_phase_counts(self, counts: Mapping[str, int]) -> None:
         """Set the jobs gauge from ``jobs.phase_counts`` (every phase, zeros included)."""
         for phase, count in counts.items():
@@ -142,6 +158,15 @@ class OperatorMetrics:
     def observe_finished(self, phase: str, reason: str) -> None:
         """Count a job that just reached Succeeded or Failed (once, when the patch landed)."""
         self.jobs_finished.labels(phase=phase, reason=reason or "Unknown").inc()
+
+    def observe_usage(
+        self, namespace: str, old_status: Mapping[str, Any], patch: Mapping[str, Any]
+    ) -> None:
+        """Count what a landed status patch adds to the job's gpuSeconds and costUSD."""
+        for counter, key in ((self.gpu_seconds, "gpuSeconds"), (self.cost, "costUSD")):
+            new, old = patch.get(key), old_status.get(key) or 0.0
+            if isinstance(new, int | float) and isinstance(old, int | float) and new > old:
+                counter.labels(namespace=namespace).inc(new - old)
 
     def set_reservations(self, claims: Sequence[Claim], queue: Iterable[QueueItem]) -> None:
         """Reserved memory per (node, gpu) and the smallest queued need, from this round's jobs."""
