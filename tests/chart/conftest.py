@@ -20,6 +20,9 @@ from zopilot_dev.config import REPO_ROOT
 
 CHART = REPO_ROOT / "charts" / "zopilot"
 HACK = REPO_ROOT / "charts" / "hack"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# helm template assumes Kubernetes v1.20 without a cluster; the chart needs >= 1.29.
+KUBE_VERSION = "1.34.4"
 
 
 def hack_module(name: str) -> ModuleType:
@@ -68,6 +71,7 @@ def render(helm: str) -> Render:
         *values: Path, set: Iterable[str] = (), namespace: str = "zopilot-system"
     ) -> list[dict[str, Any]]:
         argv = [helm, "template", "rel", str(CHART), "--namespace", namespace]
+        argv += ["--kube-version", KUBE_VERSION]
         for v in values:
             argv += ["-f", str(v)]
         for s in set:
