@@ -142,3 +142,24 @@ def check_exprs_parse(promtool: str, exprs: dict[str, str], tmp: Path) -> None:
         f"queries that do not parse:\n{result.stdout}{result.stderr}\n"
         + json.dumps(list(exprs), indent=1)
     )
+
+
+@pytest.fixture(scope="session")
+def control_dir(cluster: Any) -> Path:
+    """Where the stand-in worker (zopilot_dev.fakeworker) reads its scripts."""
+    d: Path = cluster.config.state_dir / "fakeworker"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture
+def script(control_dir: Path) -> Callable[..., Path]:
+    """script(ns, job, **control) writes the stand-in worker's control file for a job."""
+    from zopilot_dev import fakeworker
+
+    def write(ns: str, job: str, **control: object) -> Path:
+        files = fakeworker.paths(control_dir, ns, job)
+        files["control"].write_text(json.dumps(control))
+        return Path(files["release"])
+
+    return write
