@@ -40,6 +40,7 @@ from .conftest import CHART, CI_VALUES, KUBE_VERSION, run
 
 pytestmark = pytest.mark.cluster
 
+ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
 MONITORING_KINDS = ("servicemonitors", "podmonitors", "prometheusrules")
 # Namespaces the ci scenarios name (besides the release namespace).
 SCENARIO_NAMESPACES = ("zopilot-system", "team-a", "team-b", "docs", "gpu-operator")
@@ -64,11 +65,14 @@ def monitoring_crds(crd: LocalCluster) -> LocalCluster:
         if not path.exists():
             pytest.fail(f"{path} missing: run dev/install-deps.sh (dev/tools.sh generates it)")
         crd.kubectl("apply", "--server-side", "-f", str(path))
-        crd.kubectl(
-            "wait",
-            "--for=condition=Established",
-            f"crd/{kind}.monitoring.coreos.com",
-            "--timeout=60s",
+        assert wait_for(
+            lambda kind=kind: (
+                crd.kubectl(
+                    "get", f"crd/{kind}.monitoring.coreos.com", "-o", f"jsonpath={ESTABLISHED}"
+                ).stdout
+                == "True"
+            ),
+            timeout_s=60,
         )
     return crd
 
@@ -79,6 +83,11 @@ def scenario_namespaces(crd: LocalCluster) -> Iterator[LocalCluster]:
     made = [ns for ns in SCENARIO_NAMESPACES if f"namespace/{ns}" not in existing]
     for ns in made:
         crd.kubectl("create", "namespace", ns)
+    # The release namespace enforces Pod Security restricted, as a careful admin's would.
+    crd.kubectl(
+        "label", "--overwrite", "namespace", "zopilot-system",
+        "pod-security.kubernetes.io/enforce=restricted",
+    )  # fmt: skip
     yield crd
     for ns in made:
         crd.kubectl("delete", "namespace", ns, "--wait=false")
@@ -89,7 +98,9 @@ def test_every_scenario_passes_a_server_side_dry_run(
     helm: str, monitoring_crds: LocalCluster, scenario_namespaces: LocalCluster, values: Path
 ) -> None:
     argv = [helm, "template", "rel", str(CHART), "-n", "zopilot-system", "-f", str(values)]
-    rendered = run([*argv, "--kube-version", KUBE_VERSION]).stdout
+    # Hooks (the helm test pod) run after install, when their ServiceAccount exists:
+    # they are dry-run on their own below.
+    rendered = run([*argv, "--kube-version", KUBE_VERSION, "--no-hooks"]).stdout
     result = monitoring_crds.kubectl(
         "apply", "--dry-run=server", "--validate=strict", "-f", "-", input=rendered, check=False
     )
@@ -97,6 +108,22 @@ def test_every_scenario_passes_a_server_side_dry_run(
     kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
     if values.stem.startswith("all-features"):
         assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy"} <= kinds
+
+
+def test_the_helm_test_pod_passes_a_restricted_namespace(
+    helm: str, scenario_namespaces: LocalCluster
+) -> None:
+    c = scenario_namespaces
+    argv = [helm, "template", "rel", str(CHART), "-n", "zopilot-system"]
+    only = ["--show-only", "templates/tests/pod-test.yaml"]
+    pod = run([*argv, "--kube-version", KUBE_VERSION, *only]).stdout
+    c.kubectl("create", "serviceaccount", "rel-zopilot-operator", "-n", "zopilot-system")
+    try:
+        result = c.kubectl("apply", "--dry-run=server", "-f", "-", input=pod, check=False)
+    finally:
+        c.kubectl("delete", "serviceaccount", "rel-zopilot-operator", "-n", "zopilot-system")
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
 
 
 def test_the_dry_run_refuses_a_wrong_field_in_a_monitoring_object(
@@ -332,3 +359,92 @@ def test_dcgm_series_named_after_exporter_pods_are_joined_through_the_api(
         assert st["admission"]["node"] in pod_named_dcgm
     finally:
         c.kubectl("delete", "namespace", gpu_ns, "--wait=false")
+
+
+# ------------------------------------------------- dashboards against data
+# Panels that a healthy demo run leaves empty, and why. Everything else must
+# return data from the real Prometheus after the workload below.
+NO_DATA_EXPECTED = {
+    # Errors only: a healthy run has none.
+    "overview: Operator errors",
+    # The Worker dashboard reads worker pods' /metrics, which the chart's PodMonitor
+    # scrapes in a cluster with real pods; the local Prometheus scrapes no pods.
+    "worker: Documents per second",
+    "worker: Pages per second",
+    "worker: Extraction latency",
+    "worker: Classification latency",
+    "worker: 503 responses",
+    "worker: Queue depth",
+    "worker: Job documents",
+}
+
+
+def panel_queries() -> dict[str, list[str]]:
+    grafana = {"$__rate_interval": "1m", "$__range": "1h"}
+    out: dict[str, list[str]] = {}
+    for path in sorted((CHART / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            exprs = []
+            for target in panel["targets"]:
+                expr = target["expr"]
+                for var, value in grafana.items():
+                    expr = expr.replace(var, value)
+                exprs.append(expr)
+            out[f"{path.stem}: {panel['title']}"] = exprs
+    return out
+
+
+def test_dashboard_panels_return_data_after_a_demo_workload(
+    crd: LocalCluster, control_dir: Path, script: Callable[..., Path]
+) -> None:
+    c = crd
+    ns = f"dash-{uuid.uuid4().hex[:5]}"
+    c.kubectl("create", "namespace", ns)
+    op = OperatorProcess(
+        c, log_name="operator-dashboards", worker_command=fakeworker.command(control_dir)
+    )
+    op.start()
+    gpus = c.gpus()
+    try:
+        # GPUs full: "held" waits (a waiting reason), then runs and holds its reservation.
+        for g in gpus:
+            c.set_gpu(g["uuid"], free_mib=500)
+        release = script(ns, "held", hold=True)
+        submit(c, ns, "held")
+        wait_job(c, ns, "held", reason="WaitingForGPUMemory")
+        c.reset_gpus()
+        wait_job(c, ns, "held", phase="Running")
+        script(ns, "quick")
+        submit(c, ns, "quick")
+        wait_job(c, ns, "quick", phase="Succeeded")
+        big = DocumentJobBuilder("nofit", ns).url("https://files.example/n.pdf").gpu_memory("100Gi")
+        c.kubectl("apply", "-f", "-", input=yaml.safe_dump(big.obj()))
+        wait_job(c, ns, "nofit", phase="Failed", reason="NeverFits")
+        # Full again: "blocked" queues behind, so the leader reads samples with a queue.
+        for g in gpus:
+            c.set_gpu(g["uuid"], free_mib=500)
+        script(ns, "blocked")
+        submit(c, ns, "blocked")
+        wait_job(c, ns, "blocked", reason="WaitingForGPUMemory")
+
+        def empty_panels() -> set[str]:
+            return {
+                name
+                for name, exprs in panel_queries().items()
+                if not any(c.query(expr) for expr in exprs)
+            }
+
+        seen: set[str] = set()
+
+        def settled() -> bool:
+            seen.clear()
+            seen.update(empty_panels())
+            return seen <= NO_DATA_EXPECTED
+
+        assert wait_for(settled, timeout_s=60, interval_s=1), f"panels without data: {seen}"
+        release.touch()
+    finally:
+        c.reset_gpus()
+        op.stop()
+        c.kubectl("delete", "documentjobs", "--all", "-n", ns, "--wait=true", "--timeout=60s")
+        c.kubectl("delete", "namespace", ns, "--wait=false")

@@ -12,6 +12,9 @@ from .conftest import CHART
 
 SOURCE = REPO_ROOT / "crds" / "documentjob.yaml"
 SHIPPED = CHART / "crds" / "documentjob.yaml"
+# The API server refuses anything but a type on metadata; kubectl explain shows
+# ObjectMeta's own documentation there.
+SERVER_DOCUMENTED = {".metadata"}
 
 
 def fields(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -36,7 +39,11 @@ def test_every_field_has_a_description() -> None:
         assert schema.get("description")
         found = list(fields(schema))
         assert len(found) >= 65  # the walk sees the whole schema
-        missing = [path for path, f in found if not str(f.get("description", "")).strip()]
+        missing = [
+            path
+            for path, f in found
+            if not str(f.get("description", "")).strip() and path not in SERVER_DOCUMENTED
+        ]
         assert not missing, f"{version['name']}: fields without a description: {missing}"
 
 
