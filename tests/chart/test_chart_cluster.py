@@ -298,25 +298,26 @@ def test_without_one_verb_the_operator_fails_clearly(
 
 
 # ------------------------------------------------------- DCGM pod-name labels
+def fresh_hostnames(c: LocalCluster) -> set[str]:
+    """Hostname labels of DCGM series sampled in the last 3 s. The stand-in stamps its
+    samples, and Prometheus writes no staleness marker for stamped series, so series
+    that stopped linger (old) for its 5 min lookback."""
+    return {
+        s["metric"].get("Hostname") for s in c.query("timestamp(DCGM_FI_DEV_FB_FREE) > time() - 3")
+    }
+
+
 @pytest.fixture
 def pod_named_dcgm(crd: LocalCluster) -> Iterator[dict[str, str]]:
     """The stand-in names exporter pods instead of nodes, as dcgm-exporter without hostNetwork."""
     url = crd.state.dcgm_url
     pods = httpx.put(f"{url}/labels", json={"style": "pod"}, timeout=5).json()["pods"]
-    # Only the pod-name series remain (the node-named ones went stale on the switch).
-    wanted = set(pods.values())
-    assert wait_for(
-        lambda: {s["metric"].get("Hostname") for s in crd.query("DCGM_FI_DEV_FB_FREE")} == wanted,
-        timeout_s=30,
-    )
-    yield pods
-    httpx.put(f"{url}/labels", json={"style": "node"}, timeout=5).raise_for_status()
-    assert wait_for(
-        lambda: (
-            {s["metric"].get("Hostname") for s in crd.query("DCGM_FI_DEV_FB_FREE")} == set(pods)
-        ),
-        timeout_s=30,
-    )
+    try:
+        assert wait_for(lambda: fresh_hostnames(crd) == set(pods.values()), timeout_s=30)
+        yield pods
+    finally:
+        httpx.put(f"{url}/labels", json={"style": "node"}, timeout=5).raise_for_status()
+    assert wait_for(lambda: fresh_hostnames(crd) == set(pods), timeout_s=30)
 
 
 def exporter_pod(name: str, ns: str, node: str) -> dict[str, Any]:

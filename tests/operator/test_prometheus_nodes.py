@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from zopilot_operator.prometheus import (
     query_gpu_memory,
 )
 from zopilot_operator.settings import OperatorSettings
-from zopilot_operator.testing import sample
+from zopilot_operator.testing import at, sample
 
 T = 1_772_366_470.0
 
@@ -66,5 +67,14 @@ def test_join_maps_exporter_pod_names_to_their_nodes() -> None:
         pod_nodes={"dcgm-exporter-6ldbb": "gpu-a", "gpu-b": "elsewhere"},
     )
     # A pod name becomes its node; a value that names a node stays; unknown stays.
-    assert [s.node for s in joined] == ["gpu-a", "gpu-b", "ghost"]
-    assert joined[0].free_mib == 1000
+    assert sorted(s.node for s in joined) == ["ghost", "gpu-a", "gpu-b"]
+    assert next(s for s in joined if s.node == "gpu-a").free_mib == 1000
+
+
+def test_join_keeps_only_the_newest_sample_of_a_gpu() -> None:
+    # Before a relabeling change the GPU's series named the node; after it, the pod.
+    # Both are within Prometheus' lookback: the old one must not make the GPU stale.
+    old = sample("gpu-a", 500, sampled_at=at(0))
+    new = replace(sample("dcgm-exporter-6ldbb", 9000, sampled_at=at(60)), uuid=old.uuid)
+    joined = join_nodes([old, new], {"gpu-a"}, {"dcgm-exporter-6ldbb": "gpu-a"})
+    assert [(s.node, s.free_mib) for s in joined] == [("gpu-a", 9000)]

@@ -163,12 +163,17 @@ def join_nodes(
     """Samples whose node label names no node, re-labelled with the node of the
     exporter pod it names (``pod_nodes``: exporter pod name -> spec.nodeName).
 
-    Pure. A sample that names a node, or no known pod, is left as it is.
+    Pure. A sample that names a node, or no known pod, is left as it is. When
+    two samples then describe the same GPU (node, gpu, UUID) — e.g. series from
+    before and after a relabeling change, both within Prometheus' lookback —
+    only the newest is kept, so an old one cannot make the GPU look stale.
     """
-    joined = []
+    newest: dict[tuple[str, str, str], GpuSample] = {}
     for sample in samples:
         node = sample.node
         if node not in node_names and pod_nodes.get(node):
             sample = dataclasses.replace(sample, node=pod_nodes[node])
-        joined.append(sample)
-    return joined
+        key = (sample.node, sample.gpu, sample.uuid)
+        if key not in newest or sample.sample_time > newest[key].sample_time:
+            newest[key] = sample
+    return sorted(newest.values(), key=lambda s: (s.node, s.gpu, s.uuid))
