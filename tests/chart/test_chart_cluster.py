@@ -395,6 +395,22 @@ def panel_queries() -> dict[str, list[str]]:
     return out
 
 
+def wait_gpus_free(c: LocalCluster, at_most_mib: float | None) -> None:
+    """Until Prometheus' fresh DCGM samples show every GPU with at most (None: more
+    than 20000) MiB free: admission reads Prometheus, not the stand-in."""
+    fresh = "DCGM_FI_DEV_FB_FREE and (timestamp(DCGM_FI_DEV_FB_FREE) > time() - 3)"
+
+    def ok() -> bool:
+        values = [float(s["value"][1]) for s in c.query(fresh)]
+        if not values:
+            return False
+        if at_most_mib is None:
+            return min(values) > 20000
+        return max(values) <= at_most_mib
+
+    assert wait_for(ok, timeout_s=30)
+
+
 def test_dashboard_panels_return_data_after_a_demo_workload(
     crd: LocalCluster, control_dir: Path, script: Callable[..., Path]
 ) -> None:
@@ -410,10 +426,12 @@ def test_dashboard_panels_return_data_after_a_demo_workload(
         # GPUs full: "held" waits (a waiting reason), then runs and holds its reservation.
         for g in gpus:
             c.set_gpu(g["uuid"], free_mib=500)
+        wait_gpus_free(c, 500)
         release = script(ns, "held", hold=True)
         submit(c, ns, "held")
         wait_job(c, ns, "held", reason="WaitingForGPUMemory")
         c.reset_gpus()
+        wait_gpus_free(c, None)
         wait_job(c, ns, "held", phase="Running")
         script(ns, "quick")
         submit(c, ns, "quick")
@@ -424,6 +442,7 @@ def test_dashboard_panels_return_data_after_a_demo_workload(
         # Full again: "blocked" queues behind, so the leader reads samples with a queue.
         for g in gpus:
             c.set_gpu(g["uuid"], free_mib=500)
+        wait_gpus_free(c, 500)
         script(ns, "blocked")
         submit(c, ns, "blocked")
         wait_job(c, ns, "blocked", reason="WaitingForGPUMemory")
