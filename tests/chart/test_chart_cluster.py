@@ -143,6 +143,15 @@ def test_the_dry_run_refuses_a_wrong_field_in_a_monitoring_object(
     assert result.returncode != 0 and "intervall" in result.stderr
 
 
+def test_kubectl_explain_documents_the_api(crd: LocalCluster) -> None:
+    text = crd.kubectl("explain", "documentjob", "--recursive").stdout
+    assert "DocumentJob extracts and/or classifies" in text
+    labels = crd.kubectl("explain", "documentjob.spec.classify.labels").stdout
+    assert "Candidate labels" in labels
+    cost = crd.kubectl("explain", "documentjob.status.costUSD").stdout
+    assert "USD" in cost
+
+
 def test_first_job_example_is_a_valid_documentjob(crd: LocalCluster) -> None:
     example = REPO_ROOT / "charts" / "examples" / "first-job.yaml"
     result = crd.kubectl(
