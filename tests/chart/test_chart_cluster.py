@@ -196,6 +196,19 @@ def release(crd: LocalCluster, helm: str) -> Iterator[tuple[str, str]]:
     assert not leftovers, f"helm uninstall left {leftovers}"
 
 
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
+def test_notes_tell_the_next_steps(crd: LocalCluster, helm: str, values: Path) -> None:
+    out = helm_cmd(
+        crd, helm, "install", "notes", str(CHART), "-n", "zopilot-system", "--dry-run",
+        "-f", str(values),
+    )  # fmt: skip
+    notes = out[out.index("NOTES:") :]
+    assert "kubectl get dj -n zopilot-system -w" in notes
+    assert "helm test notes" in notes
+    if "all-features" in values.name:
+        assert "grafana_dashboard" in notes and "PrometheusRule" in notes
+
+
 def test_uninstall_keeps_the_crd_and_every_documentjob(
     crd: LocalCluster, helm: str, release: tuple[str, str]
 ) -> None:
