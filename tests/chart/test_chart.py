@@ -251,9 +251,7 @@ def test_rbac_cluster_wide_is_the_explicit_allow_list(render: Render) -> None:
 def test_rbac_namespaced_uses_roles_and_namespace_flags(render: Render) -> None:
     docs = render(ci("namespaced"))
     (cluster_role,) = find(docs, "ClusterRole")
-    assert ("", "pods") not in _rules(cluster_role) or _rules(cluster_role)[("", "pods")] == {
-        "list"
-    }
+    assert ("", "pods") not in _rules(cluster_role)  # the exporter lookup has its own Role
     assert ("zopilot.dev", "documentjobs") not in _rules(cluster_role)
     assert _rules(cluster_role)[("", "namespaces")] == {"list", "watch"}
     roles = {r["metadata"]["namespace"]: r for r in find(docs, "Role", OPERATOR)}
@@ -272,6 +270,16 @@ def test_rbac_namespaced_uses_roles_and_namespace_flags(render: Render) -> None:
         "team-a",
         "team-b",
     ]
+
+
+def test_namespaced_without_exporter_namespace_lists_pods_cluster_wide(render: Render) -> None:
+    docs = render(ci("namespaced"), set=["operator.config.dcgmExporterNamespace="])
+    (cluster_role,) = find(docs, "ClusterRole")
+    assert _rules(cluster_role)[("", "pods")] == {"list"}
+    assert not find(docs, "Role", f"{OPERATOR}-dcgm-pods")
+    docs = render(ci("namespaced"), set=["operator.config.dcgmExporterPodSelector="])
+    assert ("", "pods") not in _rules(find(docs, "ClusterRole")[0])
+    assert not find(docs, "Role", f"{OPERATOR}-dcgm-pods")
 
 
 # ------------------------------------------------------------------- worker

@@ -319,6 +319,52 @@ def test_without_one_verb_the_operator_fails_clearly(
     assert not c.kubectl("get", "pods", "-n", ns, "-o", "name").stdout.strip()
 
 
+def leader_gauge(op: OperatorProcess) -> float:
+    text = httpx.get(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).text
+    line = next(x for x in text.splitlines() if x.startswith("zopilot_operator_admission_leader "))
+    return float(line.split()[1])
+
+
+def test_two_replicas_one_admission_leader_no_duplicate_pods(
+    crd: LocalCluster,
+    release: tuple[str, str],
+    control_dir: Path,
+    tmp_path: Path,
+    script: Callable[..., Path],
+) -> None:
+    """What operator.replicas: 2 runs: two operators under the chart's ServiceAccount;
+    the Lease lets exactly one admit, and every job gets one pod per attempt."""
+    ns, name = release
+    chart = chart_settings(crd, ns, name)
+    kubeconfig = sa_kubeconfig(crd, ns, f"{name}-zopilot-operator", tmp_path / "sa.kubeconfig")
+    ops = [
+        OperatorProcess(
+            crd,
+            log_name=f"operator-ha{i}-{name}",
+            leader_election_namespace=chart["leader_election_namespace"],
+            worker_service_account=chart["worker_service_account"],
+            worker_command=fakeworker.command(control_dir),
+        )
+        for i in range(2)
+    ]
+    try:
+        for op in ops:
+            op.start(extra_env={"KUBECONFIG": str(kubeconfig)})
+        jobs = [f"ha-{i}" for i in range(4)]
+        for job in jobs:
+            script(ns, job)
+            submit(crd, ns, job)
+        for job in jobs:
+            wait_job(crd, ns, job, phase="Succeeded", timeout_s=120)
+        assert wait_for(lambda: sorted(leader_gauge(op) for op in ops) == [0.0, 1.0], timeout_s=30)
+        pods = json.loads(crd.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+        owners = sorted(p["metadata"]["labels"]["zopilot.dev/job"] for p in pods)
+        assert owners == jobs  # one pod each: the first attempt succeeded
+    finally:
+        for op in ops:
+            op.stop()
+
+
 # ------------------------------------------------------- DCGM pod-name labels
 def fresh_hostnames(c: LocalCluster) -> set[str]:
     """Hostname labels of DCGM series sampled in the last 3 s. The stand-in stamps its
