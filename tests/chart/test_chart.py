@@ -244,7 +244,10 @@ def test_rbac_cluster_wide_is_the_explicit_allow_list(render: Render) -> None:
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in cluster_role["rules"])
     (leader,) = find(docs, "Role", f"{OPERATOR}-leader-election")
     assert leader["metadata"]["namespace"] == "zopilot-system"
-    assert _rules(leader) == {("coordination.k8s.io", "leases"): {"create", "get", "update"}}
+    assert _rules(leader) == {
+        ("coordination.k8s.io", "leases"): {"create", "get", "update"},
+        ("", "pods"): {"list"},  # the HTTP service's pods (their GPU memory)
+    }
     assert find(docs, "ClusterRoleBinding")[0]["subjects"][0]["namespace"] == "zopilot-system"
 
 

@@ -278,6 +278,8 @@ async def admit_once(r: Runtime) -> None:
     if not any(job_phase(j) is Phase.QUEUED for j in jobs):
         return
     nodes = await r.nodes(fresh=True)
+    # The HTTP service's GPU memory counts like a running job's (services.py).
+    jobs = jobs + await r.service_claims()
     samples: Any
     try:
         samples = await r.join_nodes(await query_gpu_memory(r.settings, r.http), nodes)

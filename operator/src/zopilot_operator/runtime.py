@@ -21,6 +21,7 @@ from zopilot_operator.gpus import GpuSample, NodeInfo, largest_gpu_mib, node_inf
 from zopilot_operator.kube import Kube
 from zopilot_operator.metrics import OperatorMetrics
 from zopilot_operator.prometheus import join_nodes
+from zopilot_operator.services import SERVICE_SELECTOR, service_claims
 from zopilot_operator.settings import OperatorSettings
 
 NODE_CACHE_S = 5.0
@@ -107,3 +108,15 @@ class Runtime:
             }
             self._exporter_pods = (time.monotonic(), pod_nodes)
         return join_nodes(samples, names, pod_nodes)
+
+    async def service_claims(self) -> list[dict[str, Any]]:
+        """Claims of the worker HTTP service's pods in the operator's namespace (the
+        chart runs the service there). A failed list counts nothing and is logged."""
+        try:
+            pods = await self.kube.list_pods(
+                SERVICE_SELECTOR, self.settings.leader_election_namespace
+            )
+        except OperatorError as e:
+            log.warning("listing worker service pods failed: %s", e)
+            return []
+        return service_claims(pods)
