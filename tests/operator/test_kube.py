@@ -39,6 +39,10 @@ def api_error(
 
 
 QUOTA = 'pods "x" is forbidden: exceeded quota: gpu'
+NO_SA = (
+    'pods "x" is forbidden: error looking up service account ns/worker: '
+    'serviceaccount "worker" not found'
+)
 PSA = 'pods "x" is forbidden: violates PodSecurity "restricted:latest"'
 REFUSED = NewConnectionError(None, "refused")  # type: ignore[arg-type]
 
@@ -60,6 +64,9 @@ REFUSED = NewConnectionError(None, "refused")  # type: ignore[arg-type]
             RetriableError, 5.0, None, id="503-bad-retry-after",
         ),
         pytest.param(api_error(403, "Forbidden", QUOTA), RetriableError, 30.0, None, id="quota"),
+        pytest.param(
+            api_error(403, "Forbidden", NO_SA), RetriableError, 30.0, None, id="sa-not-yet"
+        ),
         pytest.param(api_error(403, "Forbidden", PSA), PermanentError, None, "Forbidden", id="psa"),
         pytest.param(api_error(422, "Invalid"), PermanentError, None, "Invalid", id="422"),
         pytest.param(ApiException(status=400), PermanentError, None, "HTTP400", id="400-no-body"),

@@ -11,9 +11,11 @@ import json
 from typing import Any
 
 from zopilot_operator import status as st
+from zopilot_operator.errors import PermanentError, RetriableError
 from zopilot_operator.gpus import NodeInfo, node_info
-from zopilot_operator.lifecycle import Update, on_attempt, on_created
+from zopilot_operator.lifecycle import Update, on_attempt, on_created, on_pod_create_refused
 from zopilot_operator.reasons import EventType, Reason
+from zopilot_operator.reservations import claim_from_job
 from zopilot_operator.scheduler import admission_round, round_updates
 from zopilot_operator.settings import OperatorSettings
 from zopilot_operator.testing import (
@@ -224,3 +226,65 @@ def test_default_mixtral_at_nf4_never_fits_a_4090() -> None:
     status = apply(job, on_created(job, INFOS, at(0), SETTINGS))["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "NeverFits")
     assert status["message"].startswith("needs 24.7 GiB at nf4; largest GPU offers 23.0 GiB")
+
+
+# ------------------------------------------------- pod creation refused (issue 9)
+NO_SA = (
+    'create pod finance/march-a1: pods "march-a1" is forbidden: error looking up service '
+    'account finance/worker: serviceaccount "worker" not found'
+)
+
+
+def admitted_job(now_s: float = 10) -> dict[str, Any]:
+    return admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), now_s)
+
+
+def test_a_retriable_refusal_shows_on_the_job_and_is_retried_with_backoff() -> None:
+    job = admitted_job()
+    update = on_pod_create_refused(job, RetriableError(NO_SA, delay_s=30), at(11), SETTINGS)
+    job = apply(job, update)
+    status = job["status"]
+    # Still Admitted (holding its GPU), but the reason is on the job for everyone to see.
+    assert (status["phase"], status["reason"]) == ("Admitted", "PodCreateRefused")
+    assert 'serviceaccount "worker" not found' in status["message"]
+    running = next(c for c in status["conditions"] if c["type"] == "Running")
+    assert (running["status"], running["reason"]) == ("False", "PodCreateRefused")
+    assert update.events[0].reason == Reason.POD_CREATE_REFUSED
+    # Not tried again before the backoff ends ...
+    assert on_attempt(job, None, at(40), SETTINGS, RTX_4090_MIB) == Update()
+    # ... then tried again; a second refusal backs off twice as long.
+    assert on_attempt(job, None, at(41), SETTINGS, RTX_4090_MIB).create_pod is not None
+    again = on_pod_create_refused(job, RetriableError(NO_SA, delay_s=30), at(41), SETTINGS)
+    assert apply(job, again)["status"]["podCreateRetryAt"] == "2026-03-01T12:01:41Z"
+    assert again.events == ()  # one event per streak of refusals, not per try
+    # Once created, the refusal record is gone.
+    recorded = st.pod_created(job["status"], "march-a1", now=at(50), generation=1)
+    created = apply(job, Update(recorded))
+    assert "podCreateFailures" not in created["status"]
+
+
+def test_a_permanent_refusal_fails_with_the_apis_message_and_releases_the_gpu() -> None:
+    job = admitted_job()
+    invalid = PermanentError(
+        'create pod finance/march-a1: Pod "march-a1" is invalid: spec.containers[0].resources'
+        '.requests: Invalid value: "16Gi": must be less than or equal to memory limit of 1Gi',
+        reason="Invalid",
+    )
+    job = apply(job, on_pod_create_refused(job, invalid, at(11), SETTINGS))
+    status = job["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "PodRejected")
+    assert "must be less than or equal to memory limit of 1Gi" in status["message"]
+    assert claim_from_job(job) is None
+
+
+def test_a_refusal_that_outlasts_the_pending_timeout_fails_the_attempt() -> None:
+    job = admitted_job()
+    quota = RetriableError("create pod: exceeded quota: gpus", delay_s=30)
+    job = apply(job, on_pod_create_refused(job, quota, at(11), SETTINGS))
+    late = 10 + SETTINGS.pod_pending_timeout_s + 1
+    job = apply(job, on_pod_create_refused(job, quota, at(late), SETTINGS))
+    status = job["status"]
+    # The claim ends (back to Queued for attempt 2 after its backoff), and the reason stays.
+    assert (status["phase"], status["attempt"], status["reason"]) == ("Queued", 2, "RetryBackoff")
+    assert "PodCreateRefused" in status["message"] and "exceeded quota" in status["message"]
+    assert claim_from_job(job) is None and "podCreateFailures" not in status

@@ -32,11 +32,24 @@ from zopilot_common.spec import GROUP, PLURAL, VERSION
 from zopilot_operator import progress
 from zopilot_operator import status as st
 from zopilot_operator.clock import utcnow
-from zopilot_operator.errors import ConflictError, MetricsUnavailable, NotFoundError, OperatorError
+from zopilot_operator.errors import (
+    ConflictError,
+    MetricsUnavailable,
+    NotFoundError,
+    OperatorError,
+    PermanentError,
+    RetriableError,
+)
 from zopilot_operator.jobs import job_generation, job_key, job_phase, phase_counts
 from zopilot_operator.kube import build_event, to_kopf_error
 from zopilot_operator.leader import LeaseElector
-from zopilot_operator.lifecycle import Event, Update, on_attempt, on_created
+from zopilot_operator.lifecycle import (
+    Event,
+    Update,
+    on_attempt,
+    on_created,
+    on_pod_create_refused,
+)
 from zopilot_operator.podbuilder import worker_pod_name
 from zopilot_operator.prometheus import query_gpu_memory
 from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
@@ -100,7 +113,15 @@ async def apply(
     events = list(update.events)
     if update.create_pod is not None:
         attempt = int((job.get("status") or {}).get("attempt") or 1)
-        pod, created = await r.kube.create_pod(update.create_pod, uid, attempt)
+        try:
+            pod, created = await r.kube.create_pod(update.create_pod, uid, attempt)
+        except (RetriableError, PermanentError) as e:
+            # Refused (quota, policy, a missing ServiceAccount, 429/5xx): say so on
+            # the job and retry with backoff, or fail the attempt (lifecycle decides).
+            log.warning("%s/%s: creating the worker pod was refused: %s", ns, name, e)
+            refused = on_pod_create_refused(job, e, now, r.settings)
+            await apply(r, job, refused, resource_version)
+            return
         pod_name = pod["metadata"]["name"]
         if created:
             log.info("%s/%s: created worker pod %s (attempt %d)", ns, name, pod_name, attempt)

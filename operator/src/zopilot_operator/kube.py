@@ -7,7 +7,8 @@ own camelCase (``_preload_content=False``), the form the pure core reads.
 Error mapping (:func:`translate`): 409 AlreadyExists -> AlreadyExistsError,
 other 409 -> ConflictError (retry soon), 404/410 -> NotFoundError, 429/5xx and
 transport errors -> RetriableError (Retry-After honoured), 403 "exceeded quota"
--> RetriableError, other 4xx -> PermanentError with the API's message.
+and 403 for a ServiceAccount that does not exist yet -> RetriableError, other
+4xx -> PermanentError with the API's message.
 :func:`to_kopf_error` converts for the kopf handlers at the edge.
 """
 
@@ -61,6 +62,13 @@ def _retry_after(exc: ApiException) -> float:
         return RETRY_DELAY_S
 
 
+def _service_account_missing(message: str) -> bool:
+    """The ServiceAccount admission plugin refusing a pod whose account is not there (yet)."""
+    return "error looking up service account" in message or (
+        "serviceaccount" in message and "not found" in message
+    )
+
+
 def translate(exc: BaseException, what: str) -> OperatorError:
     """Our error for a failed API call about ``what`` (e.g. "create pod ns/x")."""
     if isinstance(exc, OperatorError):
@@ -77,6 +85,8 @@ def translate(exc: BaseException, what: str) -> OperatorError:
     if status == 429 or status >= 500 or status == 0:
         return RetriableError(text, delay_s=_retry_after(exc))
     if status == 403 and "exceeded quota" in message:
+        return RetriableError(text, delay_s=QUOTA_DELAY_S)
+    if status == 403 and _service_account_missing(message):
         return RetriableError(text, delay_s=QUOTA_DELAY_S)
     return PermanentError(text, reason=reason or f"HTTP{status}")
 

@@ -11,21 +11,24 @@ The kopf handlers call these with what they read and apply the returned
 * :func:`on_attempt`: an admitted or running job and its current attempt's pod:
   create the pod if it does not exist yet, follow it, and on failure retry
   (with backoff, re-planned after an OOM) or fail.
+* :func:`on_pod_create_refused`: the API server refused the attempt's pod:
+  retry the create with backoff (reason on the job) or fail the attempt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from zopilot_operator import status as st
 from zopilot_operator.admission import gib, never_fits
-from zopilot_operator.errors import PermanentError
+from zopilot_operator.clock import parse_time
+from zopilot_operator.errors import OperatorError, PermanentError, RetriableError
 from zopilot_operator.gpus import NodeInfo
 from zopilot_operator.jobs import job_generation, job_phase, job_spec
-from zopilot_operator.outcome import Kind, pod_outcome
+from zopilot_operator.outcome import Failure, Kind, PodOutcome, pod_outcome
 from zopilot_operator.planning import Plan, plan_job
 from zopilot_operator.podbuilder import build_worker_pod, worker_pod_name
 from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
@@ -103,7 +106,11 @@ def on_attempt(
         return Update()  # only a hand-edited status gets here; nothing safe to do
     if pod is None and not status.get("workerPod"):
         # Admitted, pod not created yet (or the create's status patch was lost):
-        # the deterministic name makes a repeated create a harmless 409.
+        # the deterministic name makes a repeated create a harmless 409. After a
+        # refused create, not before its backoff has passed.
+        retry_at = parse_time(status.get("podCreateRetryAt"))
+        if retry_at is not None and now < retry_at:
+            return Update()
         manifest = build_worker_pod(job, job_spec(job), attempt, status["admission"], settings)
         return Update(create_pod=manifest)
     if pod is not None and not status.get("workerPod"):
@@ -122,6 +129,23 @@ def on_attempt(
         message = str(patch.get("message", outcome.message))
         return Update(patch, (Event(EventType.NORMAL, Reason.SUCCEEDED, message),))
 
+    return _attempt_failed(job, outcome, now, settings, largest_gpu_mib)
+
+
+def _attempt_failed(
+    job: Mapping[str, Any],
+    outcome: PodOutcome,
+    now: datetime,
+    settings: OperatorSettings,
+    largest_gpu_mib: int | None,
+) -> Update:
+    """The current attempt failed as ``outcome`` says: retry it (with backoff) or fail the job.
+
+    Either way the job's claim on its GPU ends (phase Queued or Failed)."""
+    status = job.get("status") or {}
+    generation = job_generation(job)
+    attempt = int(status.get("attempt") or 1)
+    pod_name = worker_pod_name(job["metadata"]["name"], attempt)
     plan = Plan.from_status(status) or Plan(
         int((status.get("admission") or {}).get("requiredMiB") or 0), "admission", ""
     )
@@ -152,3 +176,61 @@ def on_attempt(
         gpu_seconds=outcome.gpu_seconds,
     )
     return Update(patch, (Event(EventType.WARNING, step.reason, step.message),), delete_pod=delete)
+
+
+def pod_create_delay_s(failures: int, error: RetriableError, settings: OperatorSettings) -> float:
+    """Backoff before creating the pod again after ``failures`` refusals in a row (1-based):
+    the API's own hint (Retry-After, quota) doubled per refusal, capped at retry_backoff_max_s."""
+    exponent = min(max(failures - 1, 0), 16)
+    return float(min(max(error.delay_s, 1.0) * 2**exponent, settings.retry_backoff_max_s))
+
+
+def on_pod_create_refused(
+    job: Mapping[str, Any], error: OperatorError, now: datetime, settings: OperatorSettings
+) -> Update:
+    """The API server refused to create the attempt's pod (``error`` from ``kube.create_pod``).
+
+    * Permanent (422 invalid, 403 forbidden by a policy or a LimitRange, a name taken
+      by a foreign pod): the attempt fails with the API's message; the same manifest
+      would be refused again, so the job fails (and its claim ends).
+    * Retriable (429, 5xx, quota exceeded, ServiceAccount not there yet, a conflict):
+      the job stays Admitted with the reason on its status (``reason``, the Running
+      condition) and the create is tried again after a backoff
+      (``status.podCreateRetryAt``). A refusal that outlasts ``pod_pending_timeout_s``
+      since admission fails the attempt like a pod that never starts: the GPU is
+      released and the attempt is retried (or the job fails) as usual.
+    """
+    status = job.get("status") or {}
+    generation = job_generation(job)
+    message = f"the API server refused the worker pod: {error.message}"
+    if not isinstance(error, RetriableError):
+        refused = PodOutcome(
+            Kind.FAILED, Reason.POD_REJECTED, message, Failure.PERMANENT, finished_at=now
+        )
+        return _attempt_failed(job, refused, now, settings, None)
+    decided = parse_time((status.get("admission") or {}).get("decidedAt"))
+    limit = settings.pod_pending_timeout_s
+    if decided is not None and (now - decided).total_seconds() > limit:
+        gave_up = PodOutcome(
+            Kind.FAILED,
+            Reason.POD_CREATE_REFUSED,
+            f"{message} (still refused {limit:.0f} s after admission)",
+            Failure.RETRIABLE,
+            finished_at=now,
+        )
+        return _attempt_failed(job, gave_up, now, settings, None)
+    failures = int(status.get("podCreateFailures") or 0) + 1
+    delay = pod_create_delay_s(failures, error, settings)
+    text = f"{message}; try {failures + 1} in {delay:.0f} s"
+    patch = st.pod_create_refused(
+        status,
+        text,
+        failures=failures,
+        retry_at=now + timedelta(seconds=delay),
+        now=now,
+        generation=generation,
+    )
+    events: tuple[Event, ...] = ()
+    if failures == 1 or status.get("reason") != Reason.POD_CREATE_REFUSED:
+        events = (Event(EventType.WARNING, Reason.POD_CREATE_REFUSED, text),)
+    return Update(patch, events)

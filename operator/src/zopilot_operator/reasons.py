@@ -60,6 +60,8 @@ class Reason(StrEnum):
     ADMITTED = "Admitted"
     # running
     POD_CREATED = "PodCreated"
+    POD_CREATE_REFUSED = "PodCreateRefused"  # retriable refusal: retried with backoff
+    POD_REJECTED = "PodRejected"  # permanent refusal (invalid, forbidden by policy)
     POD_PENDING = "PodPending"
     RUNNING = "Running"
     PROGRESS = "Progress"

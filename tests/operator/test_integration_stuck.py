@@ -1,0 +1,89 @@
+"""Issue 9, section 1, against the real control plane: no job stays stuck without
+saying why. Workers are the stand-in ``zopilot_dev.fakeworker``; the operator runs
+worker pods as ServiceAccount ``zopilot-worker``, which a namespace only has once a
+test creates it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from zopilot_dev import fakeworker
+from zopilot_dev.builders import DocumentJobBuilder
+from zopilot_dev.cluster import LocalCluster
+from zopilot_dev.operatorproc import OperatorProcess
+from zopilot_dev.waiting import event_reasons, wait_job, worker_pods
+
+pytestmark = pytest.mark.cluster
+
+WORKER_SA = "zopilot-worker"
+
+
+@pytest.fixture(scope="module")
+def operator(crd: LocalCluster, control_dir: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(
+        crd,
+        log_name="operator-stuck",
+        worker_command=fakeworker.command(control_dir),
+        worker_service_account=WORKER_SA,
+    )
+    op.start()
+    yield op
+    op.stop()
+
+
+def submit(c: LocalCluster, job: DocumentJobBuilder) -> None:
+    c.kubectl("apply", "-f", "-", input=yaml.safe_dump(job.obj()))
+
+
+def job(ns: str, name: str, gpu: str = "2Gi") -> DocumentJobBuilder:
+    return DocumentJobBuilder(name, ns).url(f"https://files.example/{name}.pdf").gpu_memory(gpu)
+
+
+def create(c: LocalCluster, obj: dict[str, object]) -> None:
+    c.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+
+def service_account(ns: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": WORKER_SA, "namespace": ns},
+    }
+
+
+def test_a_missing_service_account_is_reported_then_retried_until_it_exists(
+    operator: OperatorProcess, namespace: str
+) -> None:
+    c = operator.cluster
+    submit(c, job(namespace, "early"))
+    st = wait_job(c, namespace, "early", phase="Admitted", reason="PodCreateRefused")
+    assert f'serviceaccount "{WORKER_SA}" not found' in st["message"], st
+    running = {x["type"]: x for x in st["conditions"]}["Running"]
+    assert (running["status"], running["reason"]) == ("False", "PodCreateRefused")
+    assert "PodCreateRefused" in event_reasons(c, namespace, "early")
+    create(c, service_account(namespace))
+    wait_job(c, namespace, "early", phase="Succeeded")
+    assert len(worker_pods(c, namespace, "early")) == 1
+
+
+def test_a_pod_refused_by_policy_fails_with_the_apis_message_and_frees_the_gpu(
+    operator: OperatorProcess, namespace: str
+) -> None:
+    c = operator.cluster
+    create(c, service_account(namespace))
+    limits = {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": "small", "namespace": namespace},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]},
+    }
+    create(c, limits)
+    submit(c, job(namespace, "capped"))
+    st = wait_job(c, namespace, "capped", phase="Failed")
+    assert st["reason"] == "PodRejected", st
+    assert "memory" in st["message"] and "1Gi" in st["message"], st
+    assert worker_pods(c, namespace, "capped") == []
