@@ -40,7 +40,14 @@ from zopilot_operator.errors import (
     PermanentError,
     RetriableError,
 )
-from zopilot_operator.jobs import job_generation, job_key, job_phase, phase_counts
+from zopilot_operator.jobs import (
+    ResyncAction,
+    job_generation,
+    job_key,
+    job_phase,
+    phase_counts,
+    resync_action,
+)
 from zopilot_operator.kube import build_event, to_kopf_error
 from zopilot_operator.leader import LeaseElector
 from zopilot_operator.lifecycle import (
@@ -229,10 +236,14 @@ async def resync_loop(r: Runtime) -> None:
             log.warning("resync: listing jobs failed: %s", e)
             continue
         for job in jobs:
-            if job_phase(job) not in ACTIVE_PHASES:
+            action = resync_action(job)
+            if action is None:
                 continue
             try:
-                await follow_attempt(job["metadata"]["namespace"], job["metadata"]["name"])
+                if action is ResyncAction.PLAN:
+                    await plan_job(job)
+                else:
+                    await follow_attempt(job["metadata"]["namespace"], job["metadata"]["name"])
             except ConflictError:
                 pass  # someone else just wrote it; the next round sees the result
             except OperatorError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,7 +15,7 @@ from zopilot_operator.admission import QueueItem
 from zopilot_operator.clock import parse_time
 from zopilot_operator.errors import PermanentError
 from zopilot_operator.planning import Plan
-from zopilot_operator.reasons import Phase, Reason
+from zopilot_operator.reasons import ACTIVE_PHASES, Phase, Reason
 from zopilot_operator.reservations import Claim, claims_from_jobs
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -88,3 +89,23 @@ def phase_counts(jobs: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Jobs per phase, every phase present (zeros too) so gauges drop to 0."""
     counts = Counter(job_phase(j) or Phase.PENDING for j in jobs)
     return {phase.value: counts.get(phase, 0) for phase in Phase}
+
+
+class ResyncAction(StrEnum):
+    """What the resync loop does with a job it lists."""
+
+    PLAN = "plan"  # no phase yet: plan it (again)
+    FOLLOW = "follow"  # Admitted/Running: follow its attempt's pod
+
+
+def resync_action(job: Mapping[str, Any]) -> ResyncAction | None:
+    """The resync loop's safety net for one job, or None to leave it alone.
+
+    A job without a phase was never planned, or its planning failed (a 429/5xx
+    on the way): kopf does not retry event handlers, so the resync plans it.
+    """
+    if not (job.get("status") or {}).get("phase"):
+        return ResyncAction.PLAN
+    if job_phase(job) in ACTIVE_PHASES:
+        return ResyncAction.FOLLOW
+    return None
