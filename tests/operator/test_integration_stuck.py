@@ -6,8 +6,9 @@ test creates it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,7 +16,8 @@ from zopilot_dev import fakeworker
 from zopilot_dev.builders import DocumentJobBuilder
 from zopilot_dev.cluster import LocalCluster
 from zopilot_dev.operatorproc import OperatorProcess
-from zopilot_dev.waiting import event_reasons, wait_job, worker_pods
+from zopilot_dev.procs import wait_for
+from zopilot_dev.waiting import event_reasons, get_job, wait_job, worker_pods
 
 pytestmark = pytest.mark.cluster
 
@@ -87,3 +89,32 @@ def test_a_pod_refused_by_policy_fails_with_the_apis_message_and_frees_the_gpu(
     assert st["reason"] == "PodRejected", st
     assert "memory" in st["message"] and "1Gi" in st["message"], st
     assert worker_pods(c, namespace, "capped") == []
+
+
+def test_a_recreated_job_never_adopts_the_pod_its_namesake_left_behind(
+    operator: OperatorProcess, namespace: str, script: Callable[..., Path]
+) -> None:
+    c = operator.cluster
+    create(c, service_account(namespace))
+    script(namespace, "reborn", attempts={"1": {"exit": 0}})
+    submit(c, job(namespace, "reborn"))
+    old = wait_job(c, namespace, "reborn", phase="Succeeded")["workerPod"]
+    c.kubectl("delete", "dj", "reborn", "-n", namespace, "--cascade=orphan", "--wait=true")
+    # The garbage collector drops the owner reference; the pod stays.
+    assert wait_for(
+        lambda: not get_pod(c, namespace, old)["metadata"].get("ownerReferences"), timeout_s=60
+    )
+    release = script(namespace, "reborn", hold=True)
+    submit(c, job(namespace, "reborn"))
+    uid = get_job(c, namespace, "reborn")["metadata"]["uid"]
+    st = wait_job(c, namespace, "reborn", phase="Running")
+    assert st["workerPod"] != old
+    owners = get_pod(c, namespace, st["workerPod"])["metadata"]["ownerReferences"]
+    assert [o["uid"] for o in owners] == [uid]
+    release.touch()
+    wait_job(c, namespace, "reborn", phase="Succeeded")
+    c.kubectl("delete", "pod", old, "-n", namespace)
+
+
+def get_pod(c: LocalCluster, ns: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(c.kubectl("get", "pod", name, "-n", ns, "-o", "json").stdout))

@@ -173,7 +173,8 @@ MANIFEST = build_worker_pod(
     {"node": "gpu-a", "requiredMiB": 1024},
     OperatorSettings(),
 )
-EXISTS = api_error(409, "AlreadyExists", 'pods "march-a1" already exists')
+POD = MANIFEST["metadata"]["name"]
+EXISTS = api_error(409, "AlreadyExists", f'pods "{POD}" already exists')
 
 
 def kube_with(core: FakeCore) -> Kube:
@@ -185,8 +186,8 @@ def kube_with(core: FakeCore) -> Kube:
 async def test_create_pod_creates() -> None:
     core = FakeCore()
     pod, created = await kube_with(core).create_pod(MANIFEST, "uid-finance-march", 1)
-    assert created and pod["metadata"]["name"] == "march-a1"
-    assert core.calls == [("create", ("finance", "march-a1"))]
+    assert created and pod["metadata"]["name"] == POD
+    assert core.calls == [("create", ("finance", POD))]
 
 
 async def test_create_pod_again_returns_our_existing_pod() -> None:
@@ -218,5 +219,5 @@ async def test_create_pod_translates_other_errors() -> None:
 
 async def test_get_and_delete_tolerate_absence() -> None:
     kube = kube_with(FakeCore())
-    assert await kube.get_pod("finance", "march-a1") is None
-    await kube.delete_pod("finance", "march-a1")
+    assert await kube.get_pod("finance", POD) is None
+    await kube.delete_pod("finance", POD)

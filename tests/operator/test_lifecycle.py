@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from zopilot_operator import status as st
 from zopilot_operator.errors import PermanentError, RetriableError
 from zopilot_operator.gpus import NodeInfo, node_info
 from zopilot_operator.lifecycle import Update, on_attempt, on_created, on_pod_create_refused
+from zopilot_operator.podbuilder import worker_pod_name
 from zopilot_operator.reasons import EventType, Reason
 from zopilot_operator.reservations import claim_from_job
 from zopilot_operator.scheduler import admission_round, round_updates
@@ -31,6 +33,7 @@ from zopilot_operator.testing import (
 SETTINGS = OperatorSettings()
 NODES = [NodeBuilder("gpu-a").obj(), NodeBuilder("gpu-b").obj(), NodeBuilder("cpu").no_gpu().obj()]
 INFOS: list[NodeInfo] = [i for i in (node_info(n) for n in NODES) if i]
+POD_A1 = worker_pod_name("march", 1, "uid-finance-march")
 
 
 def apply(job: dict[str, Any], update: Update) -> dict[str, Any]:
@@ -72,30 +75,29 @@ def test_happy_path() -> None:
     start = on_attempt(job, None, at(11), SETTINGS, RTX_4090_MIB)
     assert start.create_pod is not None and start.patch == {}
     pod_name = start.create_pod["metadata"]["name"]
-    assert pod_name == "march-a1"
+    assert pod_name == worker_pod_name("march", 1, "uid-finance-march")
+    assert re.fullmatch(r"march-[0-9a-f]{6}-a1", pod_name)
 
     # After kube.create_pod the handler records the pod (the status helper it calls).
     job = apply(job, Update(st.pod_created(job["status"], pod_name, now=at(12), generation=1)))
-    pending = on_attempt(
-        job, PodBuilder(pod_name, "finance").created(at(12)).obj(), at(13), SETTINGS, None
-    )
+    pending = on_attempt(job, PodBuilder.of(job).created(at(12)).obj(), at(13), SETTINGS, None)
     assert pending.patch["conditions"][-1]["reason"] == Reason.POD_PENDING
     job = apply(job, pending)
 
-    running = on_attempt(job, PodBuilder(pod_name).running(at(20)).obj(), at(21), SETTINGS, None)
+    running = on_attempt(job, PodBuilder.of(job).running(at(20)).obj(), at(21), SETTINGS, None)
     job = apply(job, running)
     assert (job["status"]["phase"], job["status"]["startedAt"]) == (
         "Running",
         "2026-03-01T12:00:20Z",
     )
     assert (
-        on_attempt(job, PodBuilder(pod_name).running(at(20)).obj(), at(30), SETTINGS, None)
+        on_attempt(job, PodBuilder.of(job).running(at(20)).obj(), at(30), SETTINGS, None)
         == Update()
     )
 
     summary = json.dumps({"documents": 2, "done": 2, "failed": 0, "byLabel": {"invoice": 2}})
     done_pod = (
-        PodBuilder(pod_name).terminated(0, started=at(20), finished=at(120), message=summary).obj()
+        PodBuilder.of(job).terminated(0, started=at(20), finished=at(120), message=summary).obj()
     )
     done = on_attempt(job, done_pod, at(121), SETTINGS, None)
     job = apply(job, done)
@@ -113,9 +115,9 @@ def test_oom_is_retried_with_more_memory_after_backoff() -> None:
         on_created(classify_job(gpuMemory="16Gi"), INFOS, at(0), SETTINGS),
     )
     job = admit(job, 10)
-    job["status"]["workerPod"] = "march-a1"
+    job["status"]["workerPod"] = POD_A1
     oom_pod = (
-        PodBuilder("march-a1")
+        PodBuilder.of(job)
         .terminated(137, reason="OOMKilled", started=at(20), finished=at(80))
         .obj()
     )
@@ -137,14 +139,15 @@ def test_oom_is_retried_with_more_memory_after_backoff() -> None:
     job = admit(job, 120)
     assert job["status"]["admission"]["requiredMiB"] == 20480
     manifest = on_attempt(job, None, at(121), SETTINGS, RTX_4090_MIB).create_pod
-    assert manifest is not None and manifest["metadata"]["name"] == "march-a2"
+    assert manifest is not None
+    assert manifest["metadata"]["name"] == worker_pod_name("march", 2, "uid-finance-march")
 
 
 def test_permanent_worker_failure_fails_the_job() -> None:
     job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
-    job["status"]["workerPod"] = "march-a1"
+    job["status"]["workerPod"] = POD_A1
     pod = (
-        PodBuilder("march-a1")
+        PodBuilder.of(job)
         .terminated(2, started=at(20), finished=at(30), message='{"message": "model missing"}')
         .obj()
     )
@@ -158,7 +161,7 @@ def test_permanent_worker_failure_fails_the_job() -> None:
 
 def test_deleted_pod_is_retried() -> None:
     job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
-    job["status"]["workerPod"] = "march-a1"
+    job["status"]["workerPod"] = POD_A1
     update = on_attempt(job, None, at(50), SETTINGS, RTX_4090_MIB)
     assert apply(job, update)["status"]["reason"] == Reason.RETRY_BACKOFF
     assert update.create_pod is None
@@ -166,17 +169,17 @@ def test_deleted_pod_is_retried() -> None:
 
 def test_stuck_pod_is_deleted_and_retried() -> None:
     job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
-    job["status"]["workerPod"] = "march-a1"
-    stuck = PodBuilder("march-a1", "finance").created(at(10)).unschedulable("0/3 nodes").obj()
+    job["status"]["workerPod"] = POD_A1
+    stuck = PodBuilder.of(job).created(at(10)).unschedulable("0/3 nodes").obj()
     update = on_attempt(job, stuck, at(2000), SETTINGS, RTX_4090_MIB)
-    assert update.delete_pod == "march-a1"
+    assert update.delete_pod == POD_A1
     assert apply(job, update)["status"]["attempt"] == 2
 
 
 def test_existing_pod_without_status_record_is_recorded() -> None:
     job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
-    update = on_attempt(job, PodBuilder("march-a1").created(at(11)).obj(), at(12), SETTINGS, None)
-    assert update.patch["workerPod"] == "march-a1"
+    update = on_attempt(job, PodBuilder.of(job).created(at(11)).obj(), at(12), SETTINGS, None)
+    assert update.patch["workerPod"] == POD_A1
     assert update.create_pod is None
 
 
@@ -288,3 +291,34 @@ def test_a_refusal_that_outlasts_the_pending_timeout_fails_the_attempt() -> None
     assert (status["phase"], status["attempt"], status["reason"]) == ("Queued", 2, "RetryBackoff")
     assert "PodCreateRefused" in status["message"] and "exceeded quota" in status["message"]
     assert claim_from_job(job) is None and "podCreateFailures" not in status
+
+
+# ------------------------------------------------------ pod adoption (issue 9)
+def orphan_of_namesake(job: dict[str, Any]) -> dict[str, Any]:
+    """A pod at this attempt's name left behind by a deleted job of the same name
+    (``kubectl delete --cascade=orphan``: the garbage collector removed its owner)."""
+    pod = PodBuilder.of(job).terminated(0, started=at(1), finished=at(2), message="{}").obj()
+    pod["metadata"]["ownerReferences"] = []
+    pod["metadata"]["labels"]["zopilot.dev/job-uid"] = "uid-of-the-deleted-job"
+    return pod
+
+
+def test_a_pod_the_job_does_not_own_is_never_adopted() -> None:
+    job = admitted_job()
+    update = on_attempt(job, orphan_of_namesake(job), at(12), SETTINGS, RTX_4090_MIB)
+    failed = apply(job, update)["status"]
+    assert (failed["phase"], failed["reason"]) == ("Failed", "PodNameTaken"), failed
+    assert "workerPod" not in failed and update.delete_pod is None  # not ours to delete
+    # Recorded or not: a pod that is not ours is never followed either.
+    job["status"]["workerPod"] = POD_A1
+    followed = apply(job, on_attempt(job, orphan_of_namesake(job), at(12), SETTINGS, None))
+    assert followed["status"]["reason"] == "PodNameTaken"
+
+
+def test_a_recreated_job_of_the_same_name_gets_pods_of_its_own() -> None:
+    old, new = JobBuilder("march", "finance").obj(), JobBuilder("march", "finance").obj()
+    new["metadata"]["uid"] = "uid-of-the-new-march"
+    for attempt in (1, 2):
+        assert worker_pod_name("march", attempt, old["metadata"]["uid"]) != worker_pod_name(
+            "march", attempt, new["metadata"]["uid"]
+        )

@@ -20,6 +20,7 @@ from zopilot_operator.podbuilder import (
     build_worker_pod,
     label_value,
     pod_belongs_to,
+    uid_tag,
     worker_pod_name,
     worker_selector,
 )
@@ -147,32 +148,41 @@ def test_hardening_beyond_restricted() -> None:
 # --- names ---------------------------------------------------------------------------------
 
 
+UID = "2f6c7a51-0d4e-4a8e-9a51-6c1a1b2c3d4e"
+TAG = uid_tag(UID)
+
+
 @pytest.mark.parametrize(
     ("job_name", "attempt", "expected"),
     [
-        ("march-invoices", 1, "march-invoices-a1"),
-        ("march-invoices", 12, "march-invoices-a12"),
-        ("a" * 60, 1, "a" * 60 + "-a1"),  # exactly 63
+        ("march-invoices", 1, f"march-invoices-{TAG}-a1"),
+        ("march-invoices", 12, f"march-invoices-{TAG}-a12"),
+        ("a" * 53, 1, "a" * 53 + f"-{TAG}-a1"),  # exactly 63
     ],
 )
 def test_short_names_are_readable(job_name: str, attempt: int, expected: str) -> None:
-    assert worker_pod_name(job_name, attempt) == expected
+    assert worker_pod_name(job_name, attempt, UID) == expected
 
 
 @pytest.mark.parametrize("job_name", ["x" * 61, "y" * 253, "a.b." + "c" * 100, "d-" * 40])
 @pytest.mark.parametrize("attempt", [1, 10])
 def test_long_names_are_hashed_to_63(job_name: str, attempt: int) -> None:
-    name = worker_pod_name(job_name, attempt)
+    name = worker_pod_name(job_name, attempt, UID)
     assert len(name) <= 63
     assert DNS_SUBDOMAIN.match(name), name
-    assert name.endswith(f"-a{attempt}")
-    assert name == worker_pod_name(job_name, attempt)
+    assert name.endswith(f"-{TAG}-a{attempt}")
+    assert name == worker_pod_name(job_name, attempt, UID)
 
 
-def test_names_differ_per_attempt_and_per_job() -> None:
+def test_names_differ_per_attempt_per_job_and_per_job_object() -> None:
     base = "p" * 100
-    names = {worker_pod_name(j, a) for j in (base + "1", base + "2") for a in (1, 2)}
-    assert len(names) == 4
+    names = {
+        worker_pod_name(j, a, u)
+        for j in (base + "1", base + "2")
+        for a in (1, 2)
+        for u in (UID, "another-uid")
+    }
+    assert len(names) == 8
 
 
 @pytest.mark.parametrize("text", ["short", "z" * 63, "z" * 64, "y" * 253, "a.b-c_d"])
@@ -188,7 +198,8 @@ def test_label_value(text: str) -> None:
 
 def test_metadata() -> None:
     meta = build(JOB, attempt=2)["metadata"]
-    assert (meta["name"], meta["namespace"]) == ("march-invoices-a2", "finance")
+    assert meta["name"] == worker_pod_name("march-invoices", 2, "uid-finance-march-invoices")
+    assert meta["namespace"] == "finance"
     assert meta["labels"] == {
         "app.kubernetes.io/name": "zopilot-worker",
         "app.kubernetes.io/component": "worker",

@@ -57,7 +57,7 @@ from zopilot_operator.lifecycle import (
     on_created,
     on_pod_create_refused,
 )
-from zopilot_operator.podbuilder import worker_pod_name
+from zopilot_operator.podbuilder import attempt_pod_name
 from zopilot_operator.prometheus import query_gpu_memory
 from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
 from zopilot_operator.runtime import Runtime
@@ -199,8 +199,7 @@ async def follow_attempt(namespace: str, name: str) -> None:
         job = await r.kube.get_job(namespace, name)
         if job is None or job_phase(job) not in ACTIVE_PHASES:
             return
-        attempt = int((job.get("status") or {}).get("attempt") or 1)
-        pod = await r.kube.get_pod(namespace, worker_pod_name(name, attempt))
+        pod = await r.kube.get_pod(namespace, attempt_pod_name(job))
         update = on_attempt(job, pod, utcnow(), r.settings, await r.largest_gpu_mib())
         if not update.patch and pod is not None and job_phase(job) is Phase.RUNNING:
             update = await live_progress(r, job, pod)

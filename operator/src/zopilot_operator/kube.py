@@ -37,7 +37,7 @@ from zopilot_operator.errors import (
     RetriableError,
 )
 from zopilot_operator.podbuilder import OPERATOR_NAME, pod_belongs_to
-from zopilot_operator.reasons import EventType
+from zopilot_operator.reasons import EventType, Reason
 
 RETRY_DELAY_S = 5.0
 QUOTA_DELAY_S = 30.0
@@ -173,7 +173,7 @@ class Kube:
         if not pod_belongs_to(existing, job_uid, attempt):
             raise PermanentError(
                 f"{what}: the name is taken by a pod that is not attempt {attempt} of this job",
-                reason="PodNameTaken",
+                reason=Reason.POD_NAME_TAKEN,
             )
         return existing, False
 

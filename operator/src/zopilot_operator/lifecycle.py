@@ -30,7 +30,7 @@ from zopilot_operator.gpus import NodeInfo
 from zopilot_operator.jobs import job_generation, job_phase, job_spec
 from zopilot_operator.outcome import Failure, Kind, PodOutcome, pod_outcome
 from zopilot_operator.planning import Plan, plan_job
-from zopilot_operator.podbuilder import build_worker_pod, worker_pod_name
+from zopilot_operator.podbuilder import attempt_pod_name, build_worker_pod, pod_belongs_to
 from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
 from zopilot_operator.retry import next_step
 from zopilot_operator.settings import OperatorSettings
@@ -91,19 +91,22 @@ def on_attempt(
     """Follow the current attempt of an Admitted/Running job; ``pod`` is its pod or None.
 
     ``pod`` must be a fresh read (not a cache) of the pod named
-    :func:`podbuilder.worker_pod_name` for ``status.attempt``: None then means
-    it is gone. Pods of earlier attempts are history, not input.
+    :func:`podbuilder.attempt_pod_name`: None then means it is gone. Pods of
+    earlier attempts are history, not input. A pod that is not this attempt's
+    (:func:`podbuilder.pod_belongs_to`: labels and the job's UID as controller
+    owner) is never adopted: the attempt fails (:func:`foreign_pod`).
     """
     phase = job_phase(job)
     if phase not in ACTIVE_PHASES:
         return Update()
     status = job.get("status") or {}
-    metadata = job["metadata"]
     generation = job_generation(job)
     attempt = int(status.get("attempt") or 1)
-    pod_name = worker_pod_name(metadata["name"], attempt)
+    pod_name = attempt_pod_name(job)
     if not status.get("admission"):
         return Update()  # only a hand-edited status gets here; nothing safe to do
+    if pod is not None and not pod_belongs_to(pod, job["metadata"]["uid"], attempt):
+        return _attempt_failed(job, foreign_pod(pod_name, now), now, settings, largest_gpu_mib)
     if pod is None and not status.get("workerPod"):
         # Admitted, pod not created yet (or the create's status patch was lost):
         # the deterministic name makes a repeated create a harmless 409. After a
@@ -132,6 +135,19 @@ def on_attempt(
     return _attempt_failed(job, outcome, now, settings, largest_gpu_mib)
 
 
+def foreign_pod(pod_name: str, now: datetime) -> PodOutcome:
+    """Our pod's name is taken by a pod this job does not own. With the job's UID in
+    the name that takes a deliberate act; the job fails rather than report that
+    pod's results as its own, and says what to do."""
+    message = (
+        f"pod {pod_name} is not owned by this job (no controller ownerReference with "
+        "its UID); delete that pod and re-create the job"
+    )
+    return PodOutcome(
+        Kind.FAILED, Reason.POD_NAME_TAKEN, message, Failure.PERMANENT, finished_at=now
+    )
+
+
 def _attempt_failed(
     job: Mapping[str, Any],
     outcome: PodOutcome,
@@ -145,7 +161,7 @@ def _attempt_failed(
     status = job.get("status") or {}
     generation = job_generation(job)
     attempt = int(status.get("attempt") or 1)
-    pod_name = worker_pod_name(job["metadata"]["name"], attempt)
+    pod_name = attempt_pod_name(job)
     plan = Plan.from_status(status) or Plan(
         int((status.get("admission") or {}).get("requiredMiB") or 0), "admission", ""
     )

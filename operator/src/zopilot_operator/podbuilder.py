@@ -3,10 +3,12 @@
 Choices worth knowing:
 
 * **One pod per attempt, across restarts.** The name is a function of the job
-  and the attempt (``<job>-a<attempt>``, hashed down to 63 characters), so a
-  second create for the same attempt fails with 409 AlreadyExists instead of
-  starting a second worker; ``kube.create_pod`` then checks that the existing
-  pod is this job's (:func:`pod_belongs_to`).
+  object and the attempt (``<job>-<uid tag>-a<attempt>``, hashed down to 63
+  characters), so a second create for the same attempt fails with 409
+  AlreadyExists instead of starting a second worker; ``kube.create_pod`` then
+  checks that the existing pod is this job's (:func:`pod_belongs_to`), and so
+  does ``lifecycle.on_attempt`` for every pod it follows. The UID tag means a
+  new job never meets a pod left behind by a deleted job of the same name.
 * **Pinned by node affinity, not ``nodeName``.** A required affinity on the
   node's ``metadata.name`` field keeps the real scheduler in the loop, so it
   still checks ``nvidia.com/gpu`` slots, taints and the node's health;
@@ -78,9 +80,29 @@ def _shorten(text: str, suffix: str, limit: int = MAX_NAME) -> str:
     return f"{prefix}-{digest}{suffix}"
 
 
-def worker_pod_name(job_name: str, attempt: int) -> str:
-    """Deterministic, <= 63 characters, distinct per (job, attempt)."""
-    return _shorten(job_name, f"-a{attempt}")
+def uid_tag(job_uid: str) -> str:
+    """6 hex characters standing for a job's UID in the names of its objects."""
+    return hashlib.sha256(job_uid.encode()).hexdigest()[:6]
+
+
+def worker_pod_name(job_name: str, attempt: int, job_uid: str) -> str:
+    """Deterministic, <= 63 characters, distinct per (job, attempt) and per job *object*.
+
+    The UID's tag keeps a re-created job of the same name (say after ``kubectl
+    delete --cascade=orphan``) from ever meeting a pod its predecessor left behind.
+    """
+    return _shorten(job_name, f"-{uid_tag(job_uid)}-a{attempt}")
+
+
+def attempt_pod_name(job: Mapping[str, Any]) -> str:
+    """The pod of the job's current attempt: the one recorded in status, else the one to create."""
+    status = job.get("status") or {}
+    metadata = job.get("metadata") or {}
+    recorded = status.get("workerPod")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    attempt = int(status.get("attempt") or 1)
+    return worker_pod_name(str(metadata.get("name", "")), attempt, str(metadata.get("uid", "")))
 
 
 def label_value(text: str) -> str:
@@ -226,7 +248,7 @@ def build_worker_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": worker_pod_name(name, attempt),
+            "name": worker_pod_name(name, attempt, uid),
             "namespace": namespace,
             "labels": {
                 LABEL_APP: WORKER_APP,

@@ -76,6 +76,7 @@ class Reason(StrEnum):
     INVALID_POD_CONFIG = "InvalidPodConfig"
     POD_STUCK_PENDING = "PodStuckPending"
     POD_DELETED = "PodDeleted"
+    POD_NAME_TAKEN = "PodNameTaken"  # a pod this job does not own has its pod's name
     EVICTED = "Evicted"
     RETRY_BACKOFF = "RetryBackoff"
     RETRIES_EXHAUSTED = "RetriesExhausted"
