@@ -97,8 +97,13 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _rt = Runtime.create(config)
     if config.metrics_port:
         start_http_server(config.metrics_port, addr="0.0.0.0", registry=_rt.registry)
-    asyncio.get_running_loop().create_task(admission_loop(_rt), name="zopilot-admission")
-    asyncio.get_running_loop().create_task(resync_loop(_rt), name="zopilot-resync")
+    loop = asyncio.get_running_loop()
+    _rt.watch("admission", config.admission_interval_s).task = loop.create_task(
+        admission_loop(_rt), name="zopilot-admission"
+    )
+    _rt.watch("resync", config.job_resync_s).task = loop.create_task(
+        resync_loop(_rt), name="zopilot-resync"
+    )
     log.info("zopilot operator started as %s (prometheus %s)", _rt.identity, config.prometheus_url)
 
 
@@ -223,31 +228,64 @@ async def live_progress(r: Runtime, job: Mapping[str, Any], pod: Mapping[str, An
 
 
 async def resync_loop(r: Runtime) -> None:
-    """Every ``job_resync_s``: follow each active job once more (a missed pod
-    event, live progress). One list call per round; our own loop rather than
-    a kopf timer, because kopf puts a finalizer on every object with a timer
-    and jobs then cannot be deleted while the operator is away."""
+    """Every ``job_resync_s``: plan each job without a phase and follow each active
+    job once more (a missed pod event, live progress). One list call per round;
+    our own loop rather than a kopf timer, because kopf puts a finalizer on every
+    object with a timer and jobs then cannot be deleted while the operator is away.
+
+    The loop never ends: whatever one round raises is logged, counted
+    (``reconcile_errors{handler="resync"}``) and the next round comes; the
+    liveness probe reports a loop that ended or stopped finishing rounds anyway.
+    """
+    watch = r.watch("resync", r.settings.job_resync_s)
     while True:
         await asyncio.sleep(r.settings.job_resync_s)
         try:
-            jobs = await r.kube.list_jobs()
-        except OperatorError as e:
-            log.warning("resync: listing jobs failed: %s", e)
+            await resync_once(r)
+        except Exception as e:  # never let one round end the loop
+            r.metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
+            log.exception(
+                "resync round failed; the next one comes in %.0f s", r.settings.job_resync_s
+            )
+        watch.beat()
+
+
+async def resync_once(r: Runtime) -> None:
+    """One resync round over all jobs; a failure on one job does not stop the others."""
+    try:
+        jobs = await r.kube.list_jobs()
+    except OperatorError as e:
+        log.warning("resync: listing jobs failed: %s", e)
+        return
+    for job in jobs:
+        action = resync_action(job)
+        if action is None:
             continue
-        for job in jobs:
-            action = resync_action(job)
-            if action is None:
-                continue
-            try:
-                if action is ResyncAction.PLAN:
-                    await plan_job(job)
-                else:
-                    await follow_attempt(job["metadata"]["namespace"], job["metadata"]["name"])
-            except ConflictError:
-                pass  # someone else just wrote it; the next round sees the result
-            except OperatorError as e:
-                r.metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
-                log.warning("%s: resync failed: %s", job_key(job), e)
+        try:
+            if action is ResyncAction.PLAN:
+                await plan_job(job)
+            else:
+                await follow_attempt(job["metadata"]["namespace"], job["metadata"]["name"])
+        except ConflictError:
+            pass  # someone else just wrote it; the next round sees the result
+        except OperatorError as e:
+            r.metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
+            log.warning("%s: resync failed: %s", job_key(job), e)
+        except Exception as e:
+            r.metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
+            log.exception("%s: resync failed unexpectedly", job_key(job))
+
+
+@kopf.on.probe(id="loops")
+def loops_probe(**_: Any) -> dict[str, int]:
+    """Liveness (kopf's ``--liveness`` endpoint): fails once a background loop has
+    ended or stopped finishing rounds, so Kubernetes restarts the operator."""
+    if _rt is None:
+        return {}
+    problems = [p for w in _rt.watches.values() if (p := w.problem()) is not None]
+    if problems:
+        raise kopf.PermanentError("; ".join(problems))
+    return {name: w.rounds for name, w in _rt.watches.items()}
 
 
 # ------------------------------------------------------------ pod handlers
@@ -283,6 +321,7 @@ async def admission_loop(r: Runtime) -> None:
         except Exception:
             r.metrics.reconcile_errors.labels(handler="admission", kind="unexpected").inc()
             log.exception("admission round failed")
+        r.watch("admission", r.settings.admission_interval_s).beat()
         await asyncio.sleep(
             max(0.05, r.settings.admission_interval_s - (time.monotonic() - started))
         )

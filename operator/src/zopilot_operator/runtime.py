@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from zopilot_operator.gpus import NodeInfo, largest_gpu_mib, node_info
 from zopilot_operator.kube import Kube
+from zopilot_operator.loops import LoopWatch
 from zopilot_operator.metrics import OperatorMetrics
 from zopilot_operator.settings import OperatorSettings
 
@@ -45,6 +46,7 @@ class Runtime:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+    watches: dict[str, LoopWatch] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
@@ -58,6 +60,12 @@ class Runtime:
         """The lock serialising work on one job ("namespace/name"): job events,
         pod events and the resync loop may reach the same job at once."""
         return self._locks[key]
+
+    def watch(self, name: str, interval_s: float) -> LoopWatch:
+        """The liveness watch of background loop ``name`` (created on first use)."""
+        if name not in self.watches:
+            self.watches[name] = LoopWatch(name, interval_s)
+        return self.watches[name]
 
     def forget(self, key: str) -> None:
         """Drop a deleted job's lock (the map would otherwise grow with every job)."""
