@@ -116,6 +116,17 @@ INVALID = {
         "exactly one of url, configMap or volume",
     ),
     "bad gpu memory": (lambda b: b.set("spec.gpuMemory", "lots"), "gpuMemory must be"),
+    # A bare number means bytes in Kubernetes quantities: 20000 would reserve ~nothing.
+    "gpu memory without a unit": (
+        lambda b: b.set("spec.gpuMemory", 20000),
+        "gpuMemory needs a unit",
+    ),
+    "gpu memory string without a unit": (
+        lambda b: b.set("spec.gpuMemory", "20000"),
+        "gpuMemory must be",
+    ),
+    "zero gpu memory": (lambda b: b.set("spec.gpuMemory", "0Gi"), "more than zero"),
+    "zero point zero gpu memory": (lambda b: b.set("spec.gpuMemory", "0.0Mi"), "more than zero"),
     "one label": (
         lambda b: b.set("spec.classify.labels", ["invoice"]),
         "should have at least 2 items",
@@ -139,6 +150,6 @@ def test_invalid_manifests_are_rejected_with_readable_messages(
 
 
 def test_explicit_gpu_memory_quantity_is_accepted(crd: LocalCluster, ns: str) -> None:
-    for i, q in enumerate(["20Gi", "512Mi", 1073741824]):
+    for i, q in enumerate(["20Gi", "512Mi", "20000Mi", "0.5Gi", "24G"]):
         rc, err = _apply(crd, valid(ns, f"q{i}").gpu_memory(q).obj())
         assert rc == 0, err

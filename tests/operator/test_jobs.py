@@ -165,3 +165,29 @@ def test_plan_round_trips_through_status() -> None:
 )
 def test_resync_action(job: dict[str, Any], action: ResyncAction | None) -> None:
     assert resync_action(job) == action
+
+
+@pytest.mark.parametrize(
+    ("quantity", "problem"),
+    [
+        (20000, "needs a unit"),  # bytes in Kubernetes terms: almost nothing
+        ("20000", "with a unit"),
+        ("0Gi", "at least 1Mi"),
+        ("0.0Mi", "at least 1Mi"),
+        ("512Ki", "at least 1Mi"),
+        ("0.0000001Ki", "at least 1Mi"),  # rounds to 0 bytes
+        ("-1Gi", "with a unit"),
+        ("lots", "with a unit"),
+    ],
+)
+def test_gpu_memory_without_a_unit_or_of_zero_is_invalid(quantity: object, problem: str) -> None:
+    job = JobBuilder("j").spec(gpuMemory=quantity).obj()
+    with pytest.raises(PermanentError, match=problem) as raised:
+        job_spec(job)
+    assert raised.value.reason == Reason.INVALID_SPEC
+    assert raised.value.message.startswith("spec.gpuMemory: ")
+
+
+@pytest.mark.parametrize("quantity", ["auto", "20Gi", "20000Mi", "1Mi", "1.5Gi", "24G"])
+def test_gpu_memory_with_a_unit_is_valid(quantity: str) -> None:
+    assert job_spec(JobBuilder("j").spec(gpuMemory=quantity).obj()).gpu_memory == quantity

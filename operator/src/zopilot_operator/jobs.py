@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
-from zopilot_common.spec import DocumentJobSpec
+from zopilot_common.spec import DocumentJobSpec, parse_quantity_bytes
 
 from zopilot_operator.admission import QueueItem
 from zopilot_operator.clock import parse_time
@@ -47,13 +48,44 @@ def job_spec(job: Mapping[str, Any]) -> DocumentJobSpec:
     The CRD schema already refuses most bad specs at ``kubectl apply``; this
     catches what it cannot express (and objects stored before a schema change).
     """
+    raw = dict(job.get("spec") or {})
+    problem = gpu_memory_problem(raw.get("gpuMemory", "auto"))
+    if problem is not None:
+        raise PermanentError(f"spec.gpuMemory: {problem}", reason=Reason.INVALID_SPEC)
     try:
-        return DocumentJobSpec.from_k8s(dict(job.get("spec") or {}))
+        spec = DocumentJobSpec.from_k8s(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
         raise PermanentError(message, reason=Reason.INVALID_SPEC) from exc
+    return spec
+
+
+_UNIT = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)$")
+MIN_GPU_MEMORY_BYTES = 1024 * 1024
+
+
+def gpu_memory_problem(value: Any) -> str | None:
+    """Why ``spec.gpuMemory`` is not a usable request, or None (the CRD refuses the
+    same, for objects stored before that rule): a bare number means bytes in
+    Kubernetes quantities, so a unit is required; zero, or less than 1Mi, reserves
+    nothing."""
+    if value == "auto":
+        return None
+    if not isinstance(value, str):
+        return (
+            f'{value!r} needs a unit, such as "20Gi" or "20000Mi" (a bare number would mean bytes)'
+        )
+    if not _UNIT.match(value.strip()):
+        return f'"{value}" must be "auto" or a quantity with a unit, such as 20Gi or 512Mi'
+    try:
+        size = parse_quantity_bytes(value)
+    except ValueError:
+        size = 0
+    if size < MIN_GPU_MEMORY_BYTES:
+        return f'"{value}" must be at least 1Mi'
+    return None
 
 
 def queue_item(job: Mapping[str, Any]) -> QueueItem | None:
