@@ -109,22 +109,18 @@ def test_happy_path() -> None:
     assert on_attempt(job, done_pod, at(200), SETTINGS, None) == Update()
 
 
-def test_oom_is_retried_with_more_memory_after_backoff() -> None:
+def test_cuda_oom_is_retried_with_more_gpu_memory_after_backoff() -> None:
     job = apply(
         classify_job(gpuMemory="16Gi"),
         on_created(classify_job(gpuMemory="16Gi"), INFOS, at(0), SETTINGS),
     )
     job = admit(job, 10)
     job["status"]["workerPod"] = POD_A1
-    oom_pod = (
-        PodBuilder.of(job)
-        .terminated(137, reason="OOMKilled", started=at(20), finished=at(80))
-        .obj()
-    )
+    oom_pod = PodBuilder.of(job).terminated(76, started=at(20), finished=at(80)).obj()
 
     update = on_attempt(job, oom_pod, at(81), SETTINGS, RTX_4090_MIB)
     job = apply(job, update)
-    assert update.events[0].reason == Reason.OOM_KILLED
+    assert update.events[0].reason == Reason.GPU_OUT_OF_MEMORY
     assert (job["status"]["phase"], job["status"]["attempt"]) == ("Queued", 2)
     assert job["status"]["plan"]["requiredMiB"] == 20480  # 16384 x 1.25
     assert "admission" not in job["status"]
@@ -322,3 +318,71 @@ def test_a_recreated_job_of_the_same_name_gets_pods_of_its_own() -> None:
         assert worker_pod_name("march", attempt, old["metadata"]["uid"]) != worker_pod_name(
             "march", attempt, new["metadata"]["uid"]
         )
+
+
+# ------------------------------------------ host OOM and disruptions (issue 9)
+def test_oom_killed_raises_the_host_memory_request_not_the_gpu_plan() -> None:
+    job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
+    gpu_plan = job["status"]["plan"]["requiredMiB"]
+    job["status"]["workerPod"] = POD_A1
+    killed = PodBuilder.of(job).terminated(137, reason="OOMKilled", started=at(20), finished=at(80))
+    update = on_attempt(job, killed.obj(), at(81), SETTINGS, RTX_4090_MIB, largest_host_mib=65536)
+    job = apply(job, update)
+    status = job["status"]
+    assert update.events[0].reason == Reason.OOM_KILLED
+    assert (status["phase"], status["attempt"]) == ("Queued", 2)
+    assert status["plan"]["requiredMiB"] == gpu_plan  # GPU memory was not the problem
+    assert status["hostMemoryMiB"] == 20480  # 16Gi x 1.25
+    assert "memory request raised to 20.0 GiB (was 16.0 GiB)" in status["message"]
+    # The next attempt's pod asks for it (the status survives operator restarts).
+    job = admit(job, 200)
+    manifest = on_attempt(job, None, at(201), SETTINGS, RTX_4090_MIB).create_pod
+    assert manifest is not None
+    assert manifest["spec"]["containers"][0]["resources"]["requests"]["memory"] == "20480Mi"
+
+
+def test_oom_killed_at_the_largest_nodes_memory_fails_saying_so() -> None:
+    job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
+    job["status"].update(workerPod=POD_A1, hostMemoryMiB=65536)
+    killed = PodBuilder.of(job).terminated(137, reason="OOMKilled", started=at(20), finished=at(80))
+    status = apply(
+        job, on_attempt(job, killed.obj(), at(81), SETTINGS, None, largest_host_mib=65536)
+    )["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "OOMKilled")
+    assert "out of host memory at a 64.0 GiB memory request" in status["message"]
+
+
+def evicted(job: dict[str, Any]) -> dict[str, Any]:
+    return PodBuilder.of(job).pod_reason("Evicted", "The node was low on resource: memory.").obj()
+
+
+def drained(job: dict[str, Any]) -> dict[str, Any]:
+    pod = PodBuilder.of(job).terminated(143, started=at(20), finished=at(30)).obj()
+    pod["status"]["conditions"] = [
+        {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    ]
+    return pod
+
+
+def test_evictions_and_drains_do_not_use_up_retries() -> None:
+    job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
+    job["spec"]["retries"] = 0  # no retries at all: only disruptions may come back
+    for n, disrupted in enumerate((evicted, drained), start=1):
+        job["status"]["workerPod"] = PodBuilder.of(job).obj()["metadata"]["name"]
+        job = apply(job, on_attempt(job, disrupted(job), at(100 * n), SETTINGS, RTX_4090_MIB))
+        status = job["status"]
+        assert (status["phase"], status["disruptions"]) == ("Queued", n), status
+        assert "does not use up spec.retries" in status["message"]
+        job = admit(job, 100 * n + 50)
+    # A node that is gone takes the pod with it: a disruption too.
+    job["status"]["workerPod"] = PodBuilder.of(job).obj()["metadata"]["name"]
+    job = apply(job, on_attempt(job, None, at(400), SETTINGS, None, node_gone=True))
+    assert (job["status"]["disruptions"], job["status"]["reason"]) == (3, "RetryBackoff")
+    assert "node gpu-a is gone" in job["status"]["message"]
+    # A real failure still has the job's one attempt (retries: 0) to spend.
+    job = admit(job, 500)
+    job["status"]["workerPod"] = PodBuilder.of(job).obj()["metadata"]["name"]
+    crashed = PodBuilder.of(job).terminated(1, started=at(510), finished=at(520)).obj()
+    job = apply(job, on_attempt(job, crashed, at(521), SETTINGS, None))
+    assert (job["status"]["phase"], job["status"]["reason"]) == ("Failed", "WorkerFailed")
+    assert job["status"]["message"].endswith("no retries left (1 of 1 attempts)")

@@ -53,6 +53,7 @@ from zopilot_operator.leader import LeaseElector
 from zopilot_operator.lifecycle import (
     Event,
     Update,
+    node_is_gone,
     on_attempt,
     on_created,
     on_pod_create_refused,
@@ -60,6 +61,7 @@ from zopilot_operator.lifecycle import (
 from zopilot_operator.podbuilder import attempt_pod_name
 from zopilot_operator.prometheus import query_gpu_memory
 from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
+from zopilot_operator.retry import largest_node_memory_mib
 from zopilot_operator.runtime import Runtime
 from zopilot_operator.scheduler import admission_round, round_updates
 from zopilot_operator.settings import OperatorSettings
@@ -205,7 +207,16 @@ async def follow_attempt(namespace: str, name: str) -> None:
         if job is None or job_phase(job) not in ACTIVE_PHASES:
             return
         pod = await r.kube.get_pod(namespace, attempt_pod_name(job))
-        update = on_attempt(job, pod, utcnow(), r.settings, await r.largest_gpu_mib())
+        nodes = await r.nodes()
+        update = on_attempt(
+            job,
+            pod,
+            utcnow(),
+            r.settings,
+            await r.largest_gpu_mib(),
+            largest_host_mib=largest_node_memory_mib(nodes),
+            node_gone=pod is None and node_is_gone(job, nodes),
+        )
         if not update.patch and pod is not None and job_phase(job) is Phase.RUNNING:
             update = await live_progress(r, job, pod)
         await apply(r, job, update, resource_version=job["metadata"]["resourceVersion"])

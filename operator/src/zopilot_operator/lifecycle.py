@@ -18,7 +18,7 @@ The kopf handlers call these with what they read and apply the returned
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,8 +87,15 @@ def on_attempt(
     now: datetime,
     settings: OperatorSettings,
     largest_gpu_mib: int | None,
+    *,
+    largest_host_mib: int | None = None,
+    node_gone: bool = False,
 ) -> Update:
     """Follow the current attempt of an Admitted/Running job; ``pod`` is its pod or None.
+
+    ``largest_host_mib``: the largest GPU node's allocatable memory (caps a host OOM
+    re-plan); ``node_gone``: the admission's node no longer exists (a missing pod
+    is then a disruption, not a failure of the job).
 
     ``pod`` must be a fresh read (not a cache) of the pod named
     :func:`podbuilder.attempt_pod_name`: None then means it is gone. Pods of
@@ -120,6 +127,14 @@ def on_attempt(
         # The pod exists but the status patch after creating it was lost.
         return Update(st.pod_created(status, pod_name, now=now, generation=generation))
     outcome = pod_outcome(pod, now, settings)
+    if pod is None and node_gone:
+        node = status["admission"].get("node", "?")
+        outcome = replace(
+            outcome,
+            reason=Reason.DISRUPTED,
+            message=f"node {node} is gone, and the worker pod with it",
+            failure=Failure.DISRUPTED,
+        )
     if outcome.kind is Kind.PENDING:
         return Update(st.pod_pending(status, outcome, now=now, generation=generation))
     if outcome.kind is Kind.RUNNING:
@@ -132,7 +147,19 @@ def on_attempt(
         message = str(patch.get("message", outcome.message))
         return Update(patch, (Event(EventType.NORMAL, Reason.SUCCEEDED, message),))
 
-    return _attempt_failed(job, outcome, now, settings, largest_gpu_mib)
+    return _attempt_failed(job, outcome, now, settings, largest_gpu_mib, largest_host_mib)
+
+
+def node_is_gone(job: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the node the job was admitted onto is missing from ``nodes`` (a full,
+    fresh-enough list; an empty list proves nothing)."""
+    node = ((job.get("status") or {}).get("admission") or {}).get("node")
+    names = {(n.get("metadata") or {}).get("name") for n in nodes}
+    return bool(node and names and node not in names)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def foreign_pod(pod_name: str, now: datetime) -> PodOutcome:
@@ -154,6 +181,7 @@ def _attempt_failed(
     now: datetime,
     settings: OperatorSettings,
     largest_gpu_mib: int | None,
+    largest_host_mib: int | None = None,
 ) -> Update:
     """The current attempt failed as ``outcome`` says: retry it (with backoff) or fail the job.
 
@@ -174,6 +202,9 @@ def _attempt_failed(
         largest_gpu_mib=largest_gpu_mib,
         now=now,
         settings=settings,
+        disruptions=_int(status.get("disruptions")),
+        host_memory_mib=_int(status.get("hostMemoryMiB")) or None,
+        largest_host_mib=largest_host_mib,
     )
     delete = pod_name if outcome.delete_pod else None
     if step.retry:

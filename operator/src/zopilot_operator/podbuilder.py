@@ -179,6 +179,15 @@ def _volumes(
     return volumes, mounts
 
 
+def host_memory_request(job: Mapping[str, Any], settings: OperatorSettings) -> str:
+    """The worker's memory request: raised after a host OOM (``status.hostMemoryMiB``),
+    else ``worker_memory_request``."""
+    raised = (job.get("status") or {}).get("hostMemoryMiB")
+    if isinstance(raised, int) and not isinstance(raised, bool) and raised > 0:
+        return f"{raised}Mi"
+    return settings.worker_memory_request
+
+
 def build_worker_pod(
     job: Mapping[str, Any],
     spec: DocumentJobSpec,
@@ -225,11 +234,12 @@ def build_worker_pod(
         "resources": {
             "requests": {
                 "cpu": settings.worker_cpu_request,
-                "memory": settings.worker_memory_request,
+                "memory": host_memory_request(job, settings),
                 GPU_RESOURCE: "1",
             },
             # Extended resources must be limited; host memory is not, so a
-            # large document does not get the worker killed mid-batch.
+            # large document does not get the worker killed mid-batch. After an
+            # OOMKilled attempt the request grows (status.hostMemoryMiB, retry.py).
             "limits": {GPU_RESOURCE: "1"},
         },
         "volumeMounts": mounts,

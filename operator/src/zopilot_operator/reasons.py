@@ -78,5 +78,6 @@ class Reason(StrEnum):
     POD_DELETED = "PodDeleted"
     POD_NAME_TAKEN = "PodNameTaken"  # a pod this job does not own has its pod's name
     EVICTED = "Evicted"
+    DISRUPTED = "Disrupted"  # drained, preempted, node shut down or gone
     RETRY_BACKOFF = "RetryBackoff"
     RETRIES_EXHAUSTED = "RetriesExhausted"

@@ -304,6 +304,9 @@ def retrying(
 ) -> dict[str, Any]:
     """Back to Queued for ``step.attempt`` at ``step.eligible_at``; the claim is released.
 
+    ``hostMemoryMiB`` (the worker pod's memory request after a host OOM) and
+    ``disruptions`` (attempts not counted against spec.retries) carry over.
+
     ``queuedAt`` is set to when the attempt may be admitted (in the future during
     the backoff); arrival order still comes from creationTimestamp.
     """
@@ -320,6 +323,8 @@ def retrying(
             startedAt=None,
             podCreateFailures=None,
             podCreateRetryAt=None,
+            hostMemoryMiB=step.host_memory_mib,
+            disruptions=step.disruptions or None,
             **_accrued(status, failure.gpu_seconds, settings),
         )
         .condition(ConditionType.RUNNING, False, failure.reason, failure.message)
