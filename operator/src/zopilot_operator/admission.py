@@ -106,6 +106,7 @@ class AdmissionRound:
     waiting: tuple[Waiting, ...]
     deferred: tuple[QueueItem, ...]  # in retry backoff; their status stays as it is
     notes: tuple[str, ...] = ()
+    never_fit: tuple[Waiting, ...] = ()  # no GPU can ever offer the plan: fail as NeverFits
 
 
 @dataclass

@@ -131,6 +131,14 @@ def node_info(node: Mapping[str, Any], tolerated_taints: Iterable[str] = ()) -> 
     )
 
 
+def usable_mib(sample: GpuSample) -> int | None:
+    """What a job could ever use on this GPU (FREE + USED, without the driver's
+    reserved memory), None if USED is not exported."""
+    if sample.used_mib is None:
+        return None
+    return sample.free_mib + sample.used_mib
+
+
 def largest_gpu_mib(nodes: Iterable[NodeInfo], settings: OperatorSettings) -> int | None:
     """MiB of the largest ``settings.gpu_product`` GPU on any node; None if no node has one.
 
@@ -249,7 +257,8 @@ def build_inventory(
                 Gpu(
                     s.gpu,
                     s.uuid,
-                    s.total_mib or node.gpu_memory_mib or settings.gpu_memory_mib_fallback,
+                    # What a job could ever use: not the driver's reserved part.
+                    usable_mib(s) or node.gpu_memory_mib or settings.gpu_memory_mib_fallback,
                     s.free_mib,
                     s.sample_time,
                 )

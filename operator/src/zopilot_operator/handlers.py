@@ -354,7 +354,7 @@ async def admit_once(r: Runtime) -> None:
     round_ = admission_round(jobs, nodes, samples, now, r.settings)
     r.metrics.observe_round(round_)
     by_key = {job_key(j): j for j in jobs}
-    for key, update in round_updates(round_, jobs, now).items():
+    for key, update in round_updates(round_, jobs, now, r.settings).items():
         job = by_key[key]
         try:
             # Conditional on the version the decision was made from.

@@ -290,15 +290,16 @@ def sample(
     used_mib: int | None = None,
     sampled_at: datetime = T0,
     total_mib: int = RTX_4090_MIB,
+    reserved_mib: int = 0,
 ) -> GpuSample:
-    """A DCGM sample; ``used_mib`` defaults to ``total_mib - free_mib`` (no reserved)."""
+    """A DCGM sample; ``used_mib`` defaults to ``total_mib - free_mib - reserved_mib``."""
     return GpuSample(
         node=node,
         gpu=gpu,
         uuid=f"GPU-{node}-{gpu}",
         model_name=RTX_4090,
         free_mib=free_mib,
-        used_mib=total_mib - free_mib if used_mib is None else used_mib,
-        reserved_mib=0,
+        used_mib=total_mib - free_mib - reserved_mib if used_mib is None else used_mib,
+        reserved_mib=reserved_mib,
         sample_time=sampled_at,
     )
