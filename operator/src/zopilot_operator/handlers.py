@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -328,7 +328,7 @@ async def admission_loop(r: Runtime) -> None:
         started = time.monotonic()
         try:
             if await elector.ensure():
-                await admit_once(r)
+                await admit_once(r, still_leader=elector.fence)
         except Exception:
             r.metrics.reconcile_errors.labels(handler="admission", kind="unexpected").inc()
             log.exception("admission round failed")
@@ -338,7 +338,13 @@ async def admission_loop(r: Runtime) -> None:
         )
 
 
-async def admit_once(r: Runtime) -> None:
+async def _always() -> bool:
+    return True
+
+
+async def admit_once(r: Runtime, still_leader: Callable[[], Awaitable[bool]] = _always) -> None:
+    """One admission round. ``still_leader`` fences every write (``leader.py``): once
+    this instance cannot be sure it still holds the Lease, the round aborts."""
     jobs = await r.kube.list_jobs()
     r.metrics.set_phase_counts(phase_counts(jobs))
     if not any(job_phase(j) is Phase.QUEUED for j in jobs):
@@ -355,6 +361,9 @@ async def admit_once(r: Runtime) -> None:
     r.metrics.observe_round(round_)
     by_key = {job_key(j): j for j in jobs}
     for key, update in round_updates(round_, jobs, now, r.settings).items():
+        if not await still_leader():
+            log.warning("admission round aborted: the Lease may have passed to another instance")
+            return
         job = by_key[key]
         try:
             # Conditional on the version the decision was made from.
