@@ -118,3 +118,41 @@ def test_a_recreated_job_never_adopts_the_pod_its_namesake_left_behind(
 
 def get_pod(c: LocalCluster, ns: str, name: str) -> dict[str, Any]:
     return dict(json.loads(c.kubectl("get", "pod", name, "-n", ns, "-o", "json").stdout))
+
+
+def test_a_job_as_large_as_the_crd_allows_starts_and_its_spec_goes_with_it(
+    operator: OperatorProcess, namespace: str, script: Callable[..., Path]
+) -> None:
+    c = operator.cluster
+    create(c, service_account(namespace))
+    script(namespace, "huge", attempts={"1": {"exit": 0}})
+    big = DocumentJobBuilder("huge", namespace).gpu_memory("2Gi")
+    for i in range(1000):  # 1,000 URLs of 2 KiB: ~2 MB of spec, 16x an env string's limit
+        big.url(f"https://files.example/{i:04d}/" + "x" * (2048 - 27))
+    c.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(big.obj()))
+    uid = get_job(c, namespace, "huge")["metadata"]["uid"]
+    wait_job(c, namespace, "huge", phase="Succeeded", timeout_s=120)
+    configmaps = json.loads(
+        c.kubectl(
+            "get", "configmaps", "-n", namespace, "-l", f"zopilot.dev/job-uid={uid}", "-o", "json"
+        ).stdout
+    )["items"]
+    assert len(configmaps) == 1 and "spec.json" in configmaps[0]["binaryData"]
+    assert [o["uid"] for o in configmaps[0]["metadata"]["ownerReferences"]] == [uid]
+    c.kubectl("delete", "dj", "huge", "-n", namespace, "--wait=true")
+    assert wait_for(
+        lambda: (
+            c.kubectl(
+                "get",
+                "configmaps",
+                "-n",
+                namespace,
+                "-l",
+                f"zopilot.dev/job-uid={uid}",
+                "-o",
+                "name",
+            ).stdout.strip()
+            == ""
+        ),
+        timeout_s=60,
+    )

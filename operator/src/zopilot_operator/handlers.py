@@ -128,6 +128,8 @@ async def apply(
     if update.create_pod is not None:
         attempt = int((job.get("status") or {}).get("attempt") or 1)
         try:
+            if update.create_configmap is not None:
+                await r.kube.create_configmap(update.create_configmap, uid)
             pod, created = await r.kube.create_pod(update.create_pod, uid, attempt)
         except (RetriableError, PermanentError) as e:
             # Refused (quota, policy, a missing ServiceAccount, 429/5xx): say so on

@@ -36,7 +36,7 @@ from zopilot_operator.errors import (
     PermanentError,
     RetriableError,
 )
-from zopilot_operator.podbuilder import OPERATOR_NAME, pod_belongs_to
+from zopilot_operator.podbuilder import OPERATOR_NAME, configmap_belongs_to, pod_belongs_to
 from zopilot_operator.reasons import EventType, Reason
 
 RETRY_DELAY_S = 5.0
@@ -176,6 +176,32 @@ class Kube:
                 reason=Reason.POD_NAME_TAKEN,
             )
         return existing, False
+
+    async def create_configmap(self, manifest: Mapping[str, Any], job_uid: str) -> bool:
+        """Create a job's ConfigMap; False if it exists already and is the job's.
+
+        A name taken by a ConfigMap the job does not own is a PermanentError.
+        """
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        what = f"create configmap {namespace}/{name}"
+        try:
+            await self._call(
+                what, self.core.create_namespaced_config_map, namespace, dict(manifest)
+            )
+            return True
+        except AlreadyExistsError:
+            existing = await self._call(
+                f"get configmap {namespace}/{name}",
+                self.core.read_namespaced_config_map,
+                name,
+                namespace,
+            )
+        if not configmap_belongs_to(existing, job_uid):
+            raise PermanentError(
+                f"{what}: the name is taken by a ConfigMap this job does not own",
+                reason=Reason.POD_NAME_TAKEN,
+            )
+        return False
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -30,7 +30,12 @@ from zopilot_operator.gpus import NodeInfo
 from zopilot_operator.jobs import job_generation, job_phase, job_spec
 from zopilot_operator.outcome import Failure, Kind, PodOutcome, pod_outcome
 from zopilot_operator.planning import Plan, plan_job
-from zopilot_operator.podbuilder import attempt_pod_name, build_worker_pod, pod_belongs_to
+from zopilot_operator.podbuilder import (
+    attempt_pod_name,
+    build_spec_configmap,
+    build_worker_pod,
+    pod_belongs_to,
+)
 from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
 from zopilot_operator.retry import next_step
 from zopilot_operator.settings import OperatorSettings
@@ -53,6 +58,8 @@ class Update:
     events: tuple[Event, ...] = ()
     create_pod: dict[str, Any] | None = None
     delete_pod: str | None = None  # name of a pod to delete (same namespace)
+    # The job's spec ConfigMap, created (if absent) before ``create_pod``.
+    create_configmap: dict[str, Any] | None = None
 
 
 def on_created(
@@ -121,8 +128,16 @@ def on_attempt(
         retry_at = parse_time(status.get("podCreateRetryAt"))
         if retry_at is not None and now < retry_at:
             return Update()
-        manifest = build_worker_pod(job, job_spec(job), attempt, status["admission"], settings)
-        return Update(create_pod=manifest)
+        spec = job_spec(job)
+        try:
+            configmap = build_spec_configmap(job, spec)
+        except PermanentError as exc:
+            too_large = PodOutcome(
+                Kind.FAILED, exc.reason, exc.message, Failure.PERMANENT, finished_at=now
+            )
+            return _attempt_failed(job, too_large, now, settings, largest_gpu_mib)
+        manifest = build_worker_pod(job, spec, attempt, status["admission"], settings)
+        return Update(create_pod=manifest, create_configmap=configmap)
     if pod is not None and not status.get("workerPod"):
         # The pod exists but the status patch after creating it was lost.
         return Update(st.pod_created(status, pod_name, now=now, generation=generation))

@@ -76,6 +76,7 @@ class Reason(StrEnum):
     INVALID_POD_CONFIG = "InvalidPodConfig"
     POD_STUCK_PENDING = "PodStuckPending"
     POD_DELETED = "PodDeleted"
+    SPEC_TOO_LARGE = "SpecTooLarge"  # even gzipped, more than a ConfigMap holds
     POD_NAME_TAKEN = "PodNameTaken"  # a pod this job does not own has its pod's name
     EVICTED = "Evicted"
     DISRUPTED = "Disrupted"  # drained, preempted, node shut down or gone
