@@ -20,7 +20,7 @@ from zopilot_operator.scheduler import admission_round
 from zopilot_operator.settings import OperatorSettings
 from zopilot_operator.testing import JobBuilder, NodeBuilder, at, sample
 
-SIZES = [(10, 2), (100, 10), (1000, 100), (1000, 1000)]
+SIZES = [(10, 2), (100, 10), (1000, 100), (1000, 1000), (10_000, 1000), (10_000, 10_000)]
 
 
 def scenario(jobs: int, nodes: int, seed: int = 0) -> tuple[list, list, list]:  # type: ignore[type-arg]
