@@ -345,9 +345,12 @@ async def admission_loop(r: Runtime) -> None:
     last_full = float("-inf")
     while True:
         wait_s = max(0.0, r.settings.admission_interval_s - (time.monotonic() - last_full))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(r.wake.wait(), timeout=wait_s)
-        if r.wake.is_set():
+        if r.settings.admission_on_events:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(r.wake.wait(), timeout=wait_s)
+        else:
+            await asyncio.sleep(wait_s)
+        if r.wake.is_set() and r.settings.admission_on_events:
             await asyncio.sleep(r.settings.admission_debounce_s)  # let the burst gather
         r.wake.clear()
         try:

@@ -90,6 +90,11 @@ class OperatorSettings(BaseSettings):
         "applied at once, becomes a few rounds instead of one per job. Rounds also run every "
         "admission_interval_s without any event (node or metrics changes).",
     )
+    admission_on_events: bool = Field(
+        default=True,
+        description="Run a round shortly after an event that may let a job in. False: rounds "
+        "only every admission_interval_s (kept to measure what event triggering gains).",
+    )
     admission_write_concurrency: int = Field(
         default=16,
         ge=1,
