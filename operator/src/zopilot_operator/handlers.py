@@ -61,6 +61,7 @@ from zopilot_operator.settings import OperatorSettings
 log = logging.getLogger("zopilot.operator")
 
 WORKER_LABELS = {"app.kubernetes.io/name": "zopilot-worker"}
+EVENT_POSTERS = 4
 WORKER_SELECTOR = ",".join(f"{k}={v}" for k, v in WORKER_LABELS.items())
 # Fault injection for the crash-consistency test only: SIGKILL ourselves right
 # after creating a worker pod, before recording it on the job.
@@ -103,6 +104,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     _tasks.add(loop.create_task(admission_loop(_rt), name="zopilot-admission"))
     _tasks.add(loop.create_task(resync_loop(_rt), name="zopilot-resync"))
+    _tasks.add(loop.create_task(event_poster(_rt), name="zopilot-events"))
     watched: list[str | None] = list(config.watch_namespaces) or [None]
     for namespace in watched:
         _tasks.add(loop.create_task(pod_watch_loop(_rt, namespace), name="zopilot-pod-watch"))
@@ -155,10 +157,26 @@ async def apply(
             # the next round must count this admission even before its event.
             r.remember_job(written)
     for ev in events:
-        with contextlib.suppress(OperatorError):  # an event lost is not worth a retry
-            await r.kube.emit_event(
-                build_event(job, ev.type, ev.reason, ev.message, now, instance=r.identity)
-            )
+        # Posted in the background: decisions are not held up by their events.
+        r.events.put_nowait(
+            build_event(job, ev.type, ev.reason, ev.message, now, instance=r.identity)
+        )
+
+
+async def event_poster(r: Runtime) -> None:
+    """Post queued events, ``EVENT_POSTERS`` at a time; one lost is not worth a retry."""
+
+    async def post() -> None:
+        while True:
+            event = await r.events.get()
+            try:
+                await r.kube.emit_event(event)
+            except OperatorError as e:
+                log.debug("event not posted: %s", e)
+            finally:
+                r.events.task_done()
+
+    await asyncio.gather(*(post() for _ in range(EVENT_POSTERS)))
 
 
 def _node(job: Mapping[str, Any]) -> str:
@@ -197,6 +215,8 @@ async def job_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None
     if wakes_admission(old, job):
         r.wake.set()
     phase = job_phase(job)
+    if phase is None:
+        await r.leader_known.wait()  # who plans it depends on who leads
     try:
         if phase is None and not r.is_leader:
             # The leader plans new jobs within its admission round; the others
@@ -356,6 +376,7 @@ async def admission_loop(r: Runtime) -> None:
         try:
             was_leader = r.is_leader
             r.is_leader = await elector.ensure()
+            r.leader_known.set()
             if not r.is_leader:
                 last_full = time.monotonic()
                 continue

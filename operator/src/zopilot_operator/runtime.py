@@ -81,6 +81,9 @@ class Runtime:
     # Set by events that may let a job in (a job queued, a GPU released).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     is_leader: bool = False
+    leader_known: asyncio.Event = field(default_factory=asyncio.Event)  # after the first try
+    # core/v1 Events waiting to be posted (handlers.event_poster).
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
 
