@@ -117,7 +117,7 @@ def test_best_fit_packs_10_and_12_together_20_alone_and_8_waits(
     submit(c, job(namespace, "j4-8g", "8Gi"))
     st = wait_job(c, namespace, "j4-8g", reason="WaitingForGPUMemory")
     assert st["phase"] == "Queued"
-    assert "needs 8.0 GiB" in st["message"] and "best GPU has" in st["message"]
+    assert "needs 8.0 GiB" in st["message"] and "no GPU has that much free" in st["message"]
     releases["j1-10g"].touch()
     wait_job(c, namespace, "j1-10g", phase="Succeeded")
     st = wait_job(c, namespace, "j4-8g", phase="Running")

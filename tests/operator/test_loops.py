@@ -49,20 +49,23 @@ async def test_a_watch_reports_a_loop_that_ended() -> None:
 
 
 class FlakyKube:
-    """The one part of the Kubernetes edge the resync round calls first: its first
-    LIST raises what no handler expects (as an IPv6 progress URL once did)."""
+    """The one part of the Kubernetes edge the resync round calls for a job without
+    a phase (planning reads it fresh): its first GET raises what no handler
+    expects (as an IPv6 progress URL once did); later the job is gone."""
 
     def __init__(self) -> None:
         self.calls = 0
 
-    async def list_jobs(self) -> list[dict[str, Any]]:
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls += 1
         if self.calls == 1:
             raise ValueError("Invalid IPv6 URL")
-        return []
+        return None
 
 
-async def test_the_resync_loop_survives_an_unexpected_exception() -> None:
+async def test_the_resync_loop_survives_an_unexpected_exception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     kube = FlakyKube()
     registry = CollectorRegistry()
     async with httpx.AsyncClient() as http:
@@ -74,12 +77,14 @@ async def test_the_resync_loop_survives_an_unexpected_exception() -> None:
             registry,
             OperatorMetrics(registry),
         )
+        r.remember_job({"metadata": {"namespace": "ns", "name": "j", "uid": "u"}})
+        monkeypatch.setattr(handlers, "_rt", r)
         task = asyncio.create_task(handlers.resync_loop(r))
-        r.watch("resync", 0.01).task = task
+        r.loop_watch("resync", 0.01).task = task
         try:
             await wait_async(lambda: kube.calls >= 3)
             assert not task.done(), "the resync loop ended"
-            assert r.watches["resync"].problem() is None
+            assert r.loops["resync"].problem() is None
             errors = registry.get_sample_value(
                 "zopilot_operator_reconcile_errors_total",
                 {"handler": "resync", "kind": "ValueError"},
@@ -105,9 +110,9 @@ async def test_the_liveness_probe_fails_for_a_dead_loop(monkeypatch: pytest.Monk
             OperatorMetrics(registry),  # type: ignore[arg-type]
         )
         monkeypatch.setattr(handlers, "_rt", r)
-        r.watch("admission", 10.0)
+        r.loop_watch("admission", 10.0)
         assert handlers.loops_probe() == {"admission": 0}
-        task = r.watch("resync", 10.0).task = asyncio.create_task(dies())
+        task = r.loop_watch("resync", 10.0).task = asyncio.create_task(dies())
         await asyncio.wait([task])
         with pytest.raises(kopf.PermanentError, match="the resync loop has ended: ValueError"):
             handlers.loops_probe()

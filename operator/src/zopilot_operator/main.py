@@ -1,15 +1,18 @@
-"""``zopilot-operator``: run the kopf operator (all namespaces)."""
+"""``zopilot-operator``: run the kopf operator (all namespaces, or those given)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 
 import kopf
 
 from zopilot_operator import handlers
+from zopilot_operator.settings import ENV_PREFIX, OperatorSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         "--namespace",
         action="append",
         default=[],
-        help="watch only these namespaces (repeatable); default: all",
+        help="plan, admit and follow jobs only in these namespaces (repeatable); default: "
+        "the watch_namespaces setting, or all",
     )
     ap.add_argument(
         "--liveness",
@@ -34,11 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("kopf.objects", "kopf.activities.probe", "kubernetes.client.rest", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     assert handlers.startup  # the handlers register on import
+    if args.namespace:
+        # The operator's settings carry it to admission's lists and the pod watch.
+        os.environ[f"{ENV_PREFIX}WATCH_NAMESPACES"] = json.dumps(args.namespace)
+    namespaces = OperatorSettings().watch_namespaces
     try:
         asyncio.run(
             kopf.operator(
-                clusterwide=not args.namespace,
-                namespaces=args.namespace,
+                clusterwide=not namespaces,
+                namespaces=namespaces,
                 # Our own Lease elects the one admitting instance; kopf's peering
                 # (which needs extra CRDs) would pause every handler instead.
                 standalone=True,
