@@ -116,6 +116,17 @@ INVALID = {
         "exactly one of url, configMap or volume",
     ),
     "bad gpu memory": (lambda b: b.set("spec.gpuMemory", "lots"), "gpuMemory must be"),
+    # A bare number means bytes in Kubernetes quantities: 20000 would reserve ~nothing.
+    "gpu memory without a unit": (
+        lambda b: b.set("spec.gpuMemory", 20000),
+        "gpuMemory needs a unit",
+    ),
+    "gpu memory string without a unit": (
+        lambda b: b.set("spec.gpuMemory", "20000"),
+        "gpuMemory must be",
+    ),
+    "zero gpu memory": (lambda b: b.set("spec.gpuMemory", "0Gi"), "more than zero"),
+    "zero point zero gpu memory": (lambda b: b.set("spec.gpuMemory", "0.0Mi"), "more than zero"),
     "one label": (
         lambda b: b.set("spec.classify.labels", ["invoice"]),
         "should have at least 2 items",
@@ -139,6 +150,38 @@ def test_invalid_manifests_are_rejected_with_readable_messages(
 
 
 def test_explicit_gpu_memory_quantity_is_accepted(crd: LocalCluster, ns: str) -> None:
-    for i, q in enumerate(["20Gi", "512Mi", 1073741824]):
+    for i, q in enumerate(["20Gi", "512Mi", "20000Mi", "0.5Gi", "24G"]):
         rc, err = _apply(crd, valid(ns, f"q{i}").gpu_memory(q).obj())
         assert rc == 0, err
+
+
+def _set_phase(c: LocalCluster, ns: str, name: str, phase: str) -> None:
+    c.kubectl(
+        "patch", "dj", name, "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": phase}}),
+    )  # fmt: skip
+
+
+def _patch_spec(c: LocalCluster, ns: str, name: str, spec: dict[str, object]) -> tuple[int, str]:
+    r = c.kubectl(
+        "patch", "dj", name, "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}),
+        check=False,
+    )  # fmt: skip
+    return r.returncode, r.stderr
+
+
+def test_spec_is_editable_until_planned_then_immutable(crd: LocalCluster, ns: str) -> None:
+    rc, err = _apply(crd, valid(ns, "edit").obj())
+    assert rc == 0, err
+    # Not planned yet (no phase): the operator plans from whatever it reads then.
+    assert _patch_spec(crd, ns, "edit", {"priority": 5}) == (0, "")
+    _set_phase(crd, ns, "edit", "Queued")
+    rc, err = _patch_spec(crd, ns, "edit", {"priority": 7, "gpuMemory": "20Gi"})
+    assert rc != 0 and "spec cannot change once the job is planned" in err, err
+    got = json.loads(crd.kubectl("get", "dj", "edit", "-n", ns, "-o", "json").stdout)
+    assert (got["spec"]["priority"], got["spec"]["gpuMemory"]) == (5, "auto")
+    # Metadata and status still change; re-applying the same spec is no change.
+    crd.kubectl("label", "dj", "edit", "-n", ns, "team=finance")
+    _set_phase(crd, ns, "edit", "Admitted")
+    rc, err = _apply(crd, valid(ns, "edit").priority(5).obj())
+    assert rc == 0, err

@@ -97,9 +97,9 @@ def test_two_gpus_10_12_share_20_alone_8_waits(free_mib: int) -> None:
     [waiting] = round_.waiting
     assert waiting.item.name == "j8"
     assert waiting.reason == Reason.WAITING_FOR_GPU_MEMORY
-    best = free_mib - 20 * GIB
     assert waiting.message == (
-        f"needs 8.0 GiB + 1.0 GiB margin; best GPU has {best / 1024:.1f} GiB free (gpu-b gpu 0)"
+        "needs 8.0 GiB + 1.0 GiB margin; no GPU has that much free now "
+        "(largest usable GPU has 24.0 GiB)"
     )
     first = round_.admitted[0]
     assert (first.gpu, first.uuid, first.free_mib, first.decided_at) == (
@@ -119,7 +119,7 @@ def test_next_round_counts_admitted_jobs_not_yet_in_metrics() -> None:
     second = decide([SCENARIO[3]], inv, claims, NOW, SETTINGS)
 
     assert second.admitted == ()
-    assert "best GPU has 4.0 GiB free" in second.waiting[0].message
+    assert second.waiting[0].reason == Reason.WAITING_FOR_GPU_MEMORY
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,6 @@ def test_claim_is_reserved_until_the_sample_can_show_it(
 def test_memory_used_outside_the_operator_is_respected() -> None:
     round_ = decide([item("j", 10 * GIB)], inventory({"gpu-a": 9000}), [], NOW, SETTINGS)
     assert reasons(round_) == {"j": Reason.WAITING_FOR_GPU_MEMORY}
-    assert "best GPU has 8.8 GiB free" in round_.waiting[0].message
 
 
 def test_bookkeeping_keeps_a_settled_jobs_peak_even_if_metrics_show_less() -> None:
@@ -215,7 +214,9 @@ def test_starving_head_holds_the_gpu_it_needs() -> None:
     assert placements(round_) == {"small": "gpu-b"}
     [big] = round_.waiting
     assert big.reason == Reason.WAITING_FOR_GPU_MEMORY
-    assert big.message.endswith("waiting 1000 s, so gpu-a is held for it (no backfill there)")
+    assert big.message.endswith(
+        "waiting longer than 900 s, so gpu-a is held for it (no backfill there)"
+    )
 
 
 def test_held_gpu_blocks_later_jobs_with_a_reason() -> None:
@@ -253,7 +254,7 @@ def test_stale_metrics_admit_nothing() -> None:
     round_ = decide(SCENARIO, inv, [], NOW, SETTINGS)
     assert round_.admitted == ()
     assert {w.reason for w in round_.waiting} == {Reason.METRICS_STALE}
-    assert round_.waiting[0].message == "newest DCGM sample is 312 s old (limit 90 s)"
+    assert round_.waiting[0].message == "every DCGM sample is older than the 90 s limit"
 
 
 def test_unreachable_prometheus_admits_nothing() -> None:

@@ -117,7 +117,7 @@ def test_best_fit_packs_10_and_12_together_20_alone_and_8_waits(
     submit(c, job(namespace, "j4-8g", "8Gi"))
     st = wait_job(c, namespace, "j4-8g", reason="WaitingForGPUMemory")
     assert st["phase"] == "Queued"
-    assert "needs 8.0 GiB" in st["message"] and "best GPU has" in st["message"]
+    assert "needs 8.0 GiB" in st["message"] and "no GPU has that much free" in st["message"]
     releases["j1-10g"].touch()
     wait_job(c, namespace, "j1-10g", phase="Succeeded")
     st = wait_job(c, namespace, "j4-8g", phase="Running")
@@ -209,7 +209,7 @@ def test_retriable_exit_is_retried_and_permanent_exit_fails(
     assert st["attempt"] == 1 and st["reason"] == "WorkerPermanentError", st
 
 
-def test_an_oom_killed_attempt_is_replanned_with_more_memory(
+def test_cuda_oom_replans_gpu_memory_and_oom_killed_raises_the_memory_request(
     operator: OperatorProcess, namespace: str, script: Callable[..., Path]
 ) -> None:
     c = operator.cluster
@@ -217,11 +217,19 @@ def test_an_oom_killed_attempt_is_replanned_with_more_memory(
     script(namespace, "cuda-oom", attempts={"1": {"exit": 76}, "2": {"exit": 0}})
     submit(c, job(namespace, "oom", "4Gi"))
     submit(c, job(namespace, "cuda-oom", "4Gi"))
-    for name, reason in (("oom", "OOMKilled"), ("cuda-oom", "GPUOutOfMemory")):
-        st = wait_job(c, namespace, name, phase="Succeeded")
-        assert st["attempt"] == 2
-        assert st["plan"]["requiredMiB"] > 4096
-        assert reason in event_reasons(c, namespace, name)
+    # CUDA out of memory (exit 76): more GPU memory.
+    st = wait_job(c, namespace, "cuda-oom", phase="Succeeded")
+    assert st["attempt"] == 2 and st["plan"]["requiredMiB"] > 4096
+    assert "GPUOutOfMemory" in event_reasons(c, namespace, "cuda-oom")
+    # OOMKilled is the host's OOM killer: the same GPU plan, a larger memory request.
+    st = wait_job(c, namespace, "oom", phase="Succeeded")
+    assert st["attempt"] == 2 and st["plan"]["requiredMiB"] == 4096
+    assert st["hostMemoryMiB"] == 20480  # the operator's 16Gi request x 1.25
+    assert "OOMKilled" in event_reasons(c, namespace, "oom")
+    second = [
+        p for p in worker_pods(c, namespace, "oom") if p["metadata"]["name"] == st["workerPod"]
+    ]
+    assert second[0]["spec"]["containers"][0]["resources"]["requests"]["memory"] == "20480Mi"
 
 
 def test_deleting_a_job_removes_its_pod_and_frees_the_gpu(

@@ -8,12 +8,14 @@ import pytest
 from zopilot_common.spec import DocumentJobSpec
 from zopilot_operator.errors import PermanentError
 from zopilot_operator.jobs import (
+    ResyncAction,
     job_key,
     job_phase,
     job_spec,
     phase_counts,
     queue_and_claims,
     queue_item,
+    resync_action,
 )
 from zopilot_operator.planning import Plan, does_not_fit, plan_job
 from zopilot_operator.reasons import Phase, Reason
@@ -142,3 +144,50 @@ def test_plan_round_trips_through_status() -> None:
     plan = Plan(1234, "planner", "d")
     assert Plan.from_status({"plan": plan.to_status()}) == plan
     assert Plan.from_status({}) is None
+
+
+@pytest.mark.parametrize(
+    ("job", "action"),
+    [
+        # Planning failed (a 429/5xx while reading nodes or writing the status): the
+        # job has no phase, and kopf never retries an event handler, so the resync
+        # must plan it again.
+        pytest.param(JobBuilder("new").obj(), ResyncAction.PLAN, id="no-status"),
+        pytest.param(JobBuilder("new").status(attempt=1).obj(), ResyncAction.PLAN, id="no-phase"),
+        pytest.param(JobBuilder("q").queued(1024).obj(), None, id="queued"),
+        pytest.param(JobBuilder("a").admitted("n", 1024).obj(), ResyncAction.FOLLOW, id="admitted"),
+        pytest.param(
+            JobBuilder("r").admitted("n", 1024).running(T0).obj(), ResyncAction.FOLLOW, id="running"
+        ),
+        pytest.param(JobBuilder("s").phase("Succeeded").obj(), None, id="succeeded"),
+        pytest.param(JobBuilder("f").phase("Failed").obj(), None, id="failed"),
+    ],
+)
+def test_resync_action(job: dict[str, Any], action: ResyncAction | None) -> None:
+    assert resync_action(job) == action
+
+
+@pytest.mark.parametrize(
+    ("quantity", "problem"),
+    [
+        (20000, "needs a unit"),  # bytes in Kubernetes terms: almost nothing
+        ("20000", "with a unit"),
+        ("0Gi", "at least 1Mi"),
+        ("0.0Mi", "at least 1Mi"),
+        ("512Ki", "at least 1Mi"),
+        ("0.0000001Ki", "at least 1Mi"),  # rounds to 0 bytes
+        ("-1Gi", "with a unit"),
+        ("lots", "with a unit"),
+    ],
+)
+def test_gpu_memory_without_a_unit_or_of_zero_is_invalid(quantity: object, problem: str) -> None:
+    job = JobBuilder("j").spec(gpuMemory=quantity).obj()
+    with pytest.raises(PermanentError, match=problem) as raised:
+        job_spec(job)
+    assert raised.value.reason == Reason.INVALID_SPEC
+    assert raised.value.message.startswith("spec.gpuMemory: ")
+
+
+@pytest.mark.parametrize("quantity", ["auto", "20Gi", "20000Mi", "1Mi", "1.5Gi", "24G"])
+def test_gpu_memory_with_a_unit_is_valid(quantity: str) -> None:
+    assert job_spec(JobBuilder("j").spec(gpuMemory=quantity).obj()).gpu_memory == quantity

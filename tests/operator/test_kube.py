@@ -39,6 +39,10 @@ def api_error(
 
 
 QUOTA = 'pods "x" is forbidden: exceeded quota: gpu'
+NO_SA = (
+    'pods "x" is forbidden: error looking up service account ns/worker: '
+    'serviceaccount "worker" not found'
+)
 PSA = 'pods "x" is forbidden: violates PodSecurity "restricted:latest"'
 REFUSED = NewConnectionError(None, "refused")  # type: ignore[arg-type]
 
@@ -60,6 +64,9 @@ REFUSED = NewConnectionError(None, "refused")  # type: ignore[arg-type]
             RetriableError, 5.0, None, id="503-bad-retry-after",
         ),
         pytest.param(api_error(403, "Forbidden", QUOTA), RetriableError, 30.0, None, id="quota"),
+        pytest.param(
+            api_error(403, "Forbidden", NO_SA), RetriableError, 30.0, None, id="sa-not-yet"
+        ),
         pytest.param(api_error(403, "Forbidden", PSA), PermanentError, None, "Forbidden", id="psa"),
         pytest.param(api_error(422, "Invalid"), PermanentError, None, "Invalid", id="422"),
         pytest.param(ApiException(status=400), PermanentError, None, "HTTP400", id="400-no-body"),
@@ -166,7 +173,8 @@ MANIFEST = build_worker_pod(
     {"node": "gpu-a", "requiredMiB": 1024},
     OperatorSettings(),
 )
-EXISTS = api_error(409, "AlreadyExists", 'pods "march-a1" already exists')
+POD = MANIFEST["metadata"]["name"]
+EXISTS = api_error(409, "AlreadyExists", f'pods "{POD}" already exists')
 
 
 def kube_with(core: FakeCore) -> Kube:
@@ -178,8 +186,8 @@ def kube_with(core: FakeCore) -> Kube:
 async def test_create_pod_creates() -> None:
     core = FakeCore()
     pod, created = await kube_with(core).create_pod(MANIFEST, "uid-finance-march", 1)
-    assert created and pod["metadata"]["name"] == "march-a1"
-    assert core.calls == [("create", ("finance", "march-a1"))]
+    assert created and pod["metadata"]["name"] == POD
+    assert core.calls == [("create", ("finance", POD))]
 
 
 async def test_create_pod_again_returns_our_existing_pod() -> None:
@@ -211,5 +219,5 @@ async def test_create_pod_translates_other_errors() -> None:
 
 async def test_get_and_delete_tolerate_absence() -> None:
     kube = kube_with(FakeCore())
-    assert await kube.get_pod("finance", "march-a1") is None
-    await kube.delete_pod("finance", "march-a1")
+    assert await kube.get_pod("finance", POD) is None
+    await kube.delete_pod("finance", POD)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from zopilot_operator import status as st
+from zopilot_operator.errors import PermanentError, RetriableError
 from zopilot_operator.gpus import NodeInfo, node_info
-from zopilot_operator.lifecycle import Update, on_attempt, on_created
+from zopilot_operator.lifecycle import Update, on_attempt, on_created, on_pod_create_refused
+from zopilot_operator.podbuilder import worker_pod_name
 from zopilot_operator.reasons import EventType, Reason
+from zopilot_operator.reservations import claim_from_job
 from zopilot_operator.scheduler import admission_round, round_updates
 from zopilot_operator.settings import OperatorSettings
 from zopilot_operator.testing import (
@@ -29,6 +33,7 @@ from zopilot_operator.testing import (
 SETTINGS = OperatorSettings()
 NODES = [NodeBuilder("gpu-a").obj(), NodeBuilder("gpu-b").obj(), NodeBuilder("cpu").no_gpu().obj()]
 INFOS: list[NodeInfo] = [i for i in (node_info(n) for n in NODES) if i]
+POD_A1 = worker_pod_name("march", 1, "uid-finance-march")
 
 
 def apply(job: dict[str, Any], update: Update) -> dict[str, Any]:
@@ -70,30 +75,29 @@ def test_happy_path() -> None:
     start = on_attempt(job, None, at(11), SETTINGS, RTX_4090_MIB)
     assert start.create_pod is not None and start.patch == {}
     pod_name = start.create_pod["metadata"]["name"]
-    assert pod_name == "march-a1"
+    assert pod_name == worker_pod_name("march", 1, "uid-finance-march")
+    assert re.fullmatch(r"march-[0-9a-f]{6}-a1", pod_name)
 
     # After kube.create_pod the handler records the pod (the status helper it calls).
     job = apply(job, Update(st.pod_created(job["status"], pod_name, now=at(12), generation=1)))
-    pending = on_attempt(
-        job, PodBuilder(pod_name, "finance").created(at(12)).obj(), at(13), SETTINGS, None
-    )
+    pending = on_attempt(job, PodBuilder.of(job).created(at(12)).obj(), at(13), SETTINGS, None)
     assert pending.patch["conditions"][-1]["reason"] == Reason.POD_PENDING
     job = apply(job, pending)
 
-    running = on_attempt(job, PodBuilder(pod_name).running(at(20)).obj(), at(21), SETTINGS, None)
+    running = on_attempt(job, PodBuilder.of(job).running(at(20)).obj(), at(21), SETTINGS, None)
     job = apply(job, running)
     assert (job["status"]["phase"], job["status"]["startedAt"]) == (
         "Running",
         "2026-03-01T12:00:20Z",
     )
     assert (
-        on_attempt(job, PodBuilder(pod_name).running(at(20)).obj(), at(30), SETTINGS, None)
+        on_attempt(job, PodBuilder.of(job).running(at(20)).obj(), at(30), SETTINGS, None)
         == Update()
     )
 
     summary = json.dumps({"documents": 2, "done": 2, "failed": 0, "byLabel": {"invoice": 2}})
     done_pod = (
-        PodBuilder(pod_name).terminated(0, started=at(20), finished=at(120), message=summary).obj()
+        PodBuilder.of(job).terminated(0, started=at(20), finished=at(120), message=summary).obj()
     )
     done = on_attempt(job, done_pod, at(121), SETTINGS, None)
     job = apply(job, done)
@@ -105,22 +109,18 @@ def test_happy_path() -> None:
     assert on_attempt(job, done_pod, at(200), SETTINGS, None) == Update()
 
 
-def test_oom_is_retried_with_more_memory_after_backoff() -> None:
+def test_cuda_oom_is_retried_with_more_gpu_memory_after_backoff() -> None:
     job = apply(
         classify_job(gpuMemory="16Gi"),
         on_created(classify_job(gpuMemory="16Gi"), INFOS, at(0), SETTINGS),
     )
     job = admit(job, 10)
-    job["status"]["workerPod"] = "march-a1"
-    oom_pod = (
-        PodBuilder("march-a1")
-        .terminated(137, reason="OOMKilled", started=at(20), finished=at(80))
-        .obj()
-    )
+    job["status"]["workerPod"] = POD_A1
+    oom_pod = PodBuilder.of(job).terminated(76, started=at(20), finished=at(80)).obj()
 
     update = on_attempt(job, oom_pod, at(81), SETTINGS, RTX_4090_MIB)
     job = apply(job, update)
-    assert update.events[0].reason == Reason.OOM_KILLED
+    assert update.events[0].reason == Reason.GPU_OUT_OF_MEMORY
     assert (job["status"]["phase"], job["status"]["attempt"]) == ("Queued", 2)
     assert job["status"]["plan"]["requiredMiB"] == 20480  # 16384 x 1.25
     assert "admission" not in job["status"]
@@ -135,14 +135,15 @@ def test_oom_is_retried_with_more_memory_after_backoff() -> None:
     job = admit(job, 120)
     assert job["status"]["admission"]["requiredMiB"] == 20480
     manifest = on_attempt(job, None, at(121), SETTINGS, RTX_4090_MIB).create_pod
-    assert manifest is not None and manifest["metadata"]["name"] == "march-a2"
+    assert manifest is not None
+    assert manifest["metadata"]["name"] == worker_pod_name("march", 2, "uid-finance-march")
 
 
 def test_permanent_worker_failure_fails_the_job() -> None:
     job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
-    job["status"]["workerPod"] = "march-a1"
+    job["status"]["workerPod"] = POD_A1
     pod = (
-        PodBuilder("march-a1")
+        PodBuilder.of(job)
         .terminated(2, started=at(20), finished=at(30), message='{"message": "model missing"}')
         .obj()
     )
@@ -156,7 +157,7 @@ def test_permanent_worker_failure_fails_the_job() -> None:
 
 def test_deleted_pod_is_retried() -> None:
     job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
-    job["status"]["workerPod"] = "march-a1"
+    job["status"]["workerPod"] = POD_A1
     update = on_attempt(job, None, at(50), SETTINGS, RTX_4090_MIB)
     assert apply(job, update)["status"]["reason"] == Reason.RETRY_BACKOFF
     assert update.create_pod is None
@@ -164,17 +165,17 @@ def test_deleted_pod_is_retried() -> None:
 
 def test_stuck_pod_is_deleted_and_retried() -> None:
     job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
-    job["status"]["workerPod"] = "march-a1"
-    stuck = PodBuilder("march-a1", "finance").created(at(10)).unschedulable("0/3 nodes").obj()
+    job["status"]["workerPod"] = POD_A1
+    stuck = PodBuilder.of(job).created(at(10)).unschedulable("0/3 nodes").obj()
     update = on_attempt(job, stuck, at(2000), SETTINGS, RTX_4090_MIB)
-    assert update.delete_pod == "march-a1"
+    assert update.delete_pod == POD_A1
     assert apply(job, update)["status"]["attempt"] == 2
 
 
 def test_existing_pod_without_status_record_is_recorded() -> None:
     job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
-    update = on_attempt(job, PodBuilder("march-a1").created(at(11)).obj(), at(12), SETTINGS, None)
-    assert update.patch["workerPod"] == "march-a1"
+    update = on_attempt(job, PodBuilder.of(job).created(at(11)).obj(), at(12), SETTINGS, None)
+    assert update.patch["workerPod"] == POD_A1
     assert update.create_pod is None
 
 
@@ -224,3 +225,164 @@ def test_default_mixtral_at_nf4_never_fits_a_4090() -> None:
     status = apply(job, on_created(job, INFOS, at(0), SETTINGS))["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "NeverFits")
     assert status["message"].startswith("needs 24.7 GiB at nf4; largest GPU offers 23.0 GiB")
+
+
+# ------------------------------------------------- pod creation refused (issue 9)
+NO_SA = (
+    'create pod finance/march-a1: pods "march-a1" is forbidden: error looking up service '
+    'account finance/worker: serviceaccount "worker" not found'
+)
+
+
+def admitted_job(now_s: float = 10) -> dict[str, Any]:
+    return admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), now_s)
+
+
+def test_a_retriable_refusal_shows_on_the_job_and_is_retried_with_backoff() -> None:
+    job = admitted_job()
+    update = on_pod_create_refused(job, RetriableError(NO_SA, delay_s=30), at(11), SETTINGS)
+    job = apply(job, update)
+    status = job["status"]
+    # Still Admitted (holding its GPU), but the reason is on the job for everyone to see.
+    assert (status["phase"], status["reason"]) == ("Admitted", "PodCreateRefused")
+    assert 'serviceaccount "worker" not found' in status["message"]
+    running = next(c for c in status["conditions"] if c["type"] == "Running")
+    assert (running["status"], running["reason"]) == ("False", "PodCreateRefused")
+    assert update.events[0].reason == Reason.POD_CREATE_REFUSED
+    # Not tried again before the backoff ends ...
+    assert on_attempt(job, None, at(40), SETTINGS, RTX_4090_MIB) == Update()
+    # ... then tried again; a second refusal backs off twice as long.
+    assert on_attempt(job, None, at(41), SETTINGS, RTX_4090_MIB).create_pod is not None
+    again = on_pod_create_refused(job, RetriableError(NO_SA, delay_s=30), at(41), SETTINGS)
+    assert apply(job, again)["status"]["podCreateRetryAt"] == "2026-03-01T12:01:41Z"
+    assert again.events == ()  # one event per streak of refusals, not per try
+    # Once created, the refusal record is gone.
+    recorded = st.pod_created(job["status"], "march-a1", now=at(50), generation=1)
+    created = apply(job, Update(recorded))
+    assert "podCreateFailures" not in created["status"]
+
+
+def test_a_permanent_refusal_fails_with_the_apis_message_and_releases_the_gpu() -> None:
+    job = admitted_job()
+    invalid = PermanentError(
+        'create pod finance/march-a1: Pod "march-a1" is invalid: spec.containers[0].resources'
+        '.requests: Invalid value: "16Gi": must be less than or equal to memory limit of 1Gi',
+        reason="Invalid",
+    )
+    job = apply(job, on_pod_create_refused(job, invalid, at(11), SETTINGS))
+    status = job["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "PodRejected")
+    assert "must be less than or equal to memory limit of 1Gi" in status["message"]
+    assert claim_from_job(job) is None
+
+
+def test_a_refusal_that_outlasts_the_pending_timeout_fails_the_attempt() -> None:
+    job = admitted_job()
+    quota = RetriableError("create pod: exceeded quota: gpus", delay_s=30)
+    job = apply(job, on_pod_create_refused(job, quota, at(11), SETTINGS))
+    late = 10 + SETTINGS.pod_pending_timeout_s + 1
+    job = apply(job, on_pod_create_refused(job, quota, at(late), SETTINGS))
+    status = job["status"]
+    # The claim ends (back to Queued for attempt 2 after its backoff), and the reason stays.
+    assert (status["phase"], status["attempt"], status["reason"]) == ("Queued", 2, "RetryBackoff")
+    assert "PodCreateRefused" in status["message"] and "exceeded quota" in status["message"]
+    assert claim_from_job(job) is None and "podCreateFailures" not in status
+
+
+# ------------------------------------------------------ pod adoption (issue 9)
+def orphan_of_namesake(job: dict[str, Any]) -> dict[str, Any]:
+    """A pod at this attempt's name left behind by a deleted job of the same name
+    (``kubectl delete --cascade=orphan``: the garbage collector removed its owner)."""
+    pod = PodBuilder.of(job).terminated(0, started=at(1), finished=at(2), message="{}").obj()
+    pod["metadata"]["ownerReferences"] = []
+    pod["metadata"]["labels"]["zopilot.dev/job-uid"] = "uid-of-the-deleted-job"
+    return pod
+
+
+def test_a_pod_the_job_does_not_own_is_never_adopted() -> None:
+    job = admitted_job()
+    update = on_attempt(job, orphan_of_namesake(job), at(12), SETTINGS, RTX_4090_MIB)
+    failed = apply(job, update)["status"]
+    assert (failed["phase"], failed["reason"]) == ("Failed", "PodNameTaken"), failed
+    assert "workerPod" not in failed and update.delete_pod is None  # not ours to delete
+    # Recorded or not: a pod that is not ours is never followed either.
+    job["status"]["workerPod"] = POD_A1
+    followed = apply(job, on_attempt(job, orphan_of_namesake(job), at(12), SETTINGS, None))
+    assert followed["status"]["reason"] == "PodNameTaken"
+
+
+def test_a_recreated_job_of_the_same_name_gets_pods_of_its_own() -> None:
+    old, new = JobBuilder("march", "finance").obj(), JobBuilder("march", "finance").obj()
+    new["metadata"]["uid"] = "uid-of-the-new-march"
+    for attempt in (1, 2):
+        assert worker_pod_name("march", attempt, old["metadata"]["uid"]) != worker_pod_name(
+            "march", attempt, new["metadata"]["uid"]
+        )
+
+
+# ------------------------------------------ host OOM and disruptions (issue 9)
+def test_oom_killed_raises_the_host_memory_request_not_the_gpu_plan() -> None:
+    job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
+    gpu_plan = job["status"]["plan"]["requiredMiB"]
+    job["status"]["workerPod"] = POD_A1
+    killed = PodBuilder.of(job).terminated(137, reason="OOMKilled", started=at(20), finished=at(80))
+    update = on_attempt(job, killed.obj(), at(81), SETTINGS, RTX_4090_MIB, largest_host_mib=65536)
+    job = apply(job, update)
+    status = job["status"]
+    assert update.events[0].reason == Reason.OOM_KILLED
+    assert (status["phase"], status["attempt"]) == ("Queued", 2)
+    assert status["plan"]["requiredMiB"] == gpu_plan  # GPU memory was not the problem
+    assert status["hostMemoryMiB"] == 20480  # 16Gi x 1.25
+    assert "memory request raised to 20.0 GiB (was 16.0 GiB)" in status["message"]
+    # The next attempt's pod asks for it (the status survives operator restarts).
+    job = admit(job, 200)
+    manifest = on_attempt(job, None, at(201), SETTINGS, RTX_4090_MIB).create_pod
+    assert manifest is not None
+    assert manifest["spec"]["containers"][0]["resources"]["requests"]["memory"] == "20480Mi"
+
+
+def test_oom_killed_at_the_largest_nodes_memory_fails_saying_so() -> None:
+    job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
+    job["status"].update(workerPod=POD_A1, hostMemoryMiB=65536)
+    killed = PodBuilder.of(job).terminated(137, reason="OOMKilled", started=at(20), finished=at(80))
+    status = apply(
+        job, on_attempt(job, killed.obj(), at(81), SETTINGS, None, largest_host_mib=65536)
+    )["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "OOMKilled")
+    assert "out of host memory at a 64.0 GiB memory request" in status["message"]
+
+
+def evicted(job: dict[str, Any]) -> dict[str, Any]:
+    return PodBuilder.of(job).pod_reason("Evicted", "The node was low on resource: memory.").obj()
+
+
+def drained(job: dict[str, Any]) -> dict[str, Any]:
+    pod = PodBuilder.of(job).terminated(143, started=at(20), finished=at(30)).obj()
+    pod["status"]["conditions"] = [
+        {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    ]
+    return pod
+
+
+def test_evictions_and_drains_do_not_use_up_retries() -> None:
+    job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
+    job["spec"]["retries"] = 0  # no retries at all: only disruptions may come back
+    for n, disrupted in enumerate((evicted, drained), start=1):
+        job["status"]["workerPod"] = PodBuilder.of(job).obj()["metadata"]["name"]
+        job = apply(job, on_attempt(job, disrupted(job), at(100 * n), SETTINGS, RTX_4090_MIB))
+        status = job["status"]
+        assert (status["phase"], status["disruptions"]) == ("Queued", n), status
+        assert "does not use up spec.retries" in status["message"]
+        job = admit(job, 100 * n + 50)
+    # A node that is gone takes the pod with it: a disruption too.
+    job["status"]["workerPod"] = PodBuilder.of(job).obj()["metadata"]["name"]
+    job = apply(job, on_attempt(job, None, at(400), SETTINGS, None, node_gone=True))
+    assert (job["status"]["disruptions"], job["status"]["reason"]) == (3, "RetryBackoff")
+    assert "node gpu-a is gone" in job["status"]["message"]
+    # A real failure still has the job's one attempt (retries: 0) to spend.
+    job = admit(job, 500)
+    job["status"]["workerPod"] = PodBuilder.of(job).obj()["metadata"]["name"]
+    crashed = PodBuilder.of(job).terminated(1, started=at(510), finished=at(520)).obj()
+    job = apply(job, on_attempt(job, crashed, at(521), SETTINGS, None))
+    assert (job["status"]["phase"], job["status"]["reason"]) == ("Failed", "WorkerFailed")
+    assert job["status"]["message"].endswith("no retries left (1 of 1 attempts)")

@@ -20,7 +20,7 @@ from zopilot_operator.outcome import (
 )
 from zopilot_operator.planning import SOURCE_OOM_REPLAN, Plan
 from zopilot_operator.reasons import Reason
-from zopilot_operator.retry import backoff_s, next_step
+from zopilot_operator.retry import MAX_DISRUPTIONS, backoff_s, next_step
 from zopilot_operator.settings import OperatorSettings
 from zopilot_operator.testing import RTX_4090_MIB, PodBuilder, at
 
@@ -40,6 +40,15 @@ SUMMARY = {
 
 def finished(code: int, **kwargs: Any) -> dict[str, Any]:
     return PodBuilder().terminated(code, started=at(100), finished=at(400), **kwargs).obj()
+
+
+def disruption_target(pod: dict[str, Any]) -> dict[str, Any]:
+    """The condition the eviction API, the scheduler's preemption and the taint
+    manager put on a pod they are about to take away."""
+    pod["status"]["conditions"] = [
+        {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    ]
+    return pod
 
 
 @pytest.mark.parametrize(
@@ -72,7 +81,7 @@ def finished(code: int, **kwargs: Any) -> dict[str, Any]:
             finished(137, reason="OOMKilled"),
             Kind.FAILED,
             Reason.OOM_KILLED,
-            Failure.OUT_OF_MEMORY,
+            Failure.HOST_OUT_OF_MEMORY,  # the kernel's OOM killer: host RAM, not the GPU
             id="oom-killed",
         ),
         pytest.param(
@@ -96,8 +105,29 @@ def finished(code: int, **kwargs: Any) -> dict[str, Any]:
             PodBuilder().pod_reason("Evicted", "node low on memory").obj(),
             Kind.FAILED,
             Reason.EVICTED,
-            Failure.RETRIABLE,
+            Failure.DISRUPTED,
             id="evicted",
+        ),
+        pytest.param(
+            PodBuilder().pod_reason("Terminated", "imminent node shutdown").obj(),
+            Kind.FAILED,
+            Reason.DISRUPTED,
+            Failure.DISRUPTED,
+            id="node-shutdown",
+        ),
+        pytest.param(
+            disruption_target(PodBuilder().running(at(100)).deleting().obj()),
+            Kind.FAILED,
+            Reason.DISRUPTED,
+            Failure.DISRUPTED,
+            id="drained",
+        ),
+        pytest.param(
+            disruption_target(finished(137)),
+            Kind.FAILED,
+            Reason.DISRUPTED,
+            Failure.DISRUPTED,
+            id="preempted",
         ),
         pytest.param(
             PodBuilder().running(at(100)).deleting().obj(),
@@ -312,3 +342,15 @@ def test_oom_at_the_cap_fails_with_numbers() -> None:
         "attempt 1 failed: OOMKilled: oom; needs more than 23.0 GiB but the largest GPU "
         "offers 24.0 GiB less the 1.0 GiB safety margin"
     )
+
+
+def test_disruptions_past_the_cap_use_up_retries_so_every_job_ends() -> None:
+    disrupted = PodOutcome(Kind.FAILED, Reason.EVICTED, "evicted", Failure.DISRUPTED)
+    kwargs: dict[str, Any] = {
+        "retries": 0, "plan": PLAN, "largest_gpu_mib": None, "now": NOW, "settings": SETTINGS
+    }  # fmt: skip
+    assert next_step(disrupted, attempt=1, **kwargs).disruptions == 1
+    last = next_step(disrupted, attempt=MAX_DISRUPTIONS, disruptions=MAX_DISRUPTIONS - 1, **kwargs)
+    assert last.retry and last.disruptions == MAX_DISRUPTIONS
+    over = next_step(disrupted, attempt=MAX_DISRUPTIONS + 1, disruptions=MAX_DISRUPTIONS, **kwargs)
+    assert not over.retry and over.reason == Reason.EVICTED

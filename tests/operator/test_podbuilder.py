@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
 import json
 import re
 from typing import Any
 
 import pytest
-from kubernetes.client import V1Pod
+from kubernetes.client import V1ConfigMap, V1Pod
 from zopilot_common.spec import DocumentJobSpec
+from zopilot_operator.errors import PermanentError
 from zopilot_operator.podbuilder import (
     ANNOTATION_REQUIRED_MIB,
     CONFIGMAP_ROOT,
     LABEL_ATTEMPT,
     LABEL_JOB,
     LABEL_JOB_UID,
+    SPEC_MAX_BYTES,
+    SPEC_MOUNT,
+    SPEC_PATH,
     VOLUME_ROOT,
     WORKER_COMMAND,
+    build_spec_configmap,
     build_worker_pod,
+    configmap_belongs_to,
     label_value,
     pod_belongs_to,
+    spec_configmap_name,
+    uid_tag,
     worker_pod_name,
     worker_selector,
 )
@@ -27,6 +38,7 @@ from zopilot_operator.settings import OperatorSettings
 from zopilot_operator.testing import JobBuilder
 
 SETTINGS = OperatorSettings(worker_image="registry.example/zopilot-worker:1.2.3")
+JOB_UID = "uid-finance-march-invoices"
 ADMISSION = {"node": "gpu-b", "gpu": "0", "uuid": "GPU-123", "requiredMiB": 20480}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -147,32 +159,41 @@ def test_hardening_beyond_restricted() -> None:
 # --- names ---------------------------------------------------------------------------------
 
 
+UID = "2f6c7a51-0d4e-4a8e-9a51-6c1a1b2c3d4e"
+TAG = uid_tag(UID)
+
+
 @pytest.mark.parametrize(
     ("job_name", "attempt", "expected"),
     [
-        ("march-invoices", 1, "march-invoices-a1"),
-        ("march-invoices", 12, "march-invoices-a12"),
-        ("a" * 60, 1, "a" * 60 + "-a1"),  # exactly 63
+        ("march-invoices", 1, f"march-invoices-{TAG}-a1"),
+        ("march-invoices", 12, f"march-invoices-{TAG}-a12"),
+        ("a" * 53, 1, "a" * 53 + f"-{TAG}-a1"),  # exactly 63
     ],
 )
 def test_short_names_are_readable(job_name: str, attempt: int, expected: str) -> None:
-    assert worker_pod_name(job_name, attempt) == expected
+    assert worker_pod_name(job_name, attempt, UID) == expected
 
 
 @pytest.mark.parametrize("job_name", ["x" * 61, "y" * 253, "a.b." + "c" * 100, "d-" * 40])
 @pytest.mark.parametrize("attempt", [1, 10])
 def test_long_names_are_hashed_to_63(job_name: str, attempt: int) -> None:
-    name = worker_pod_name(job_name, attempt)
+    name = worker_pod_name(job_name, attempt, UID)
     assert len(name) <= 63
     assert DNS_SUBDOMAIN.match(name), name
-    assert name.endswith(f"-a{attempt}")
-    assert name == worker_pod_name(job_name, attempt)
+    assert name.endswith(f"-{TAG}-a{attempt}")
+    assert name == worker_pod_name(job_name, attempt, UID)
 
 
-def test_names_differ_per_attempt_and_per_job() -> None:
+def test_names_differ_per_attempt_per_job_and_per_job_object() -> None:
     base = "p" * 100
-    names = {worker_pod_name(j, a) for j in (base + "1", base + "2") for a in (1, 2)}
-    assert len(names) == 4
+    names = {
+        worker_pod_name(j, a, u)
+        for j in (base + "1", base + "2")
+        for a in (1, 2)
+        for u in (UID, "another-uid")
+    }
+    assert len(names) == 8
 
 
 @pytest.mark.parametrize("text", ["short", "z" * 63, "z" * 64, "y" * 253, "a.b-c_d"])
@@ -188,7 +209,8 @@ def test_label_value(text: str) -> None:
 
 def test_metadata() -> None:
     meta = build(JOB, attempt=2)["metadata"]
-    assert (meta["name"], meta["namespace"]) == ("march-invoices-a2", "finance")
+    assert meta["name"] == worker_pod_name("march-invoices", 2, "uid-finance-march-invoices")
+    assert meta["namespace"] == "finance"
     assert meta["labels"] == {
         "app.kubernetes.io/name": "zopilot-worker",
         "app.kubernetes.io/component": "worker",
@@ -236,6 +258,7 @@ def test_run_settings() -> None:
     assert pod["spec"]["activeDeadlineSeconds"] == 1800
     assert c["image"] == "registry.example/zopilot-worker:1.2.3"
     assert c["command"] == list(WORKER_COMMAND)
+    assert c["command"][2:4] == ["--spec", SPEC_PATH]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert c["resources"] == {
         "requests": {"cpu": "2", "memory": "16Gi", "nvidia.com/gpu": "1"},
@@ -245,10 +268,8 @@ def test_run_settings() -> None:
 
 def test_env() -> None:
     values = env(build(JOB, attempt=3))
-    assert DocumentJobSpec.model_validate_json(
-        values["ZOPILOT_JOB_SPEC"]
-    ) == DocumentJobSpec.from_k8s(JOB["spec"])
-    assert {k: values[k] for k in values if k != "ZOPILOT_JOB_SPEC"} == {
+    assert values == {
+        "ZOPILOT_JOB_SPEC_FILE": SPEC_PATH,
         "ZOPILOT_JOB_NAME": "march-invoices",
         "ZOPILOT_JOB_NAMESPACE": "finance",
         "ZOPILOT_JOB_UID": "uid-finance-march-invoices",
@@ -280,6 +301,7 @@ def test_volumes_and_mounts() -> None:
         "pvc-0": {"persistentVolumeClaim": {"claimName": "scans", "readOnly": True}},
         # An input claim that is also the output: mounted once, writable.
         "pvc-1": {"persistentVolumeClaim": {"claimName": "results", "readOnly": False}},
+        "spec": {"configMap": {"name": spec_configmap_name("march-invoices", JOB_UID)}},
     }
     assert mounts == {
         "/models": ("models", True),
@@ -287,13 +309,14 @@ def test_volumes_and_mounts() -> None:
         f"{CONFIGMAP_ROOT}/inbox": ("cm-0", True),
         f"{VOLUME_ROOT}/scans": ("pvc-0", True),
         f"{VOLUME_ROOT}/results": ("pvc-1", False),
+        SPEC_MOUNT: ("spec", True),
     }
     assert all(DNS_LABEL.match(name) for name in volumes)
 
 
-def test_url_only_job_mounts_only_models_and_tmp() -> None:
+def test_url_only_job_mounts_only_models_tmp_and_its_spec() -> None:
     pod = build(JobBuilder("plain").obj())
-    assert [v["name"] for v in pod["spec"]["volumes"]] == ["models", "tmp"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["models", "tmp", "spec"]
 
 
 def test_model_volume_follows_settings() -> None:
@@ -337,3 +360,55 @@ def test_pod_belongs_to(mutate: Any, belongs: bool) -> None:
 def test_worker_selector() -> None:
     assert worker_selector("u") == "zopilot.dev/job-uid=u"
     assert worker_selector("u", 2) == "zopilot.dev/job-uid=u,zopilot.dev/attempt=2"
+
+
+# --- the spec as a file (issue 9: large jobs start) ------------------------------------------
+MAX_ARG_STRLEN = 128 * 1024  # Linux: the most one argument or environment string may hold
+
+
+def largest_job(url_length: int = 2048) -> dict[str, Any]:
+    """As large as the CRD allows: 1,000 documents, each URL at its 2 KiB limit."""
+    urls = [
+        {"url": f"https://files.example/{i:04d}/" + "x" * (url_length - 27)} for i in range(1000)
+    ]
+    return JobBuilder("huge", "finance").spec(documents=urls).obj()
+
+
+def test_no_environment_string_of_the_largest_job_passes_the_kernels_limit() -> None:
+    pod = build(largest_job())
+    sizes = {e["name"]: len(f"{e['name']}={e['value']}".encode()) for e in container(pod)["env"]}
+    assert max(sizes.values()) < MAX_ARG_STRLEN, sizes
+    assert all(len(a.encode()) < MAX_ARG_STRLEN for a in container(pod)["command"])
+
+
+def configmap_spec(cm: dict[str, Any]) -> DocumentJobSpec:
+    if "data" in cm:
+        return DocumentJobSpec.model_validate_json(cm["data"]["spec.json"])
+    packed = base64.b64decode(cm["binaryData"]["spec.json"])
+    return DocumentJobSpec.model_validate_json(gzip.decompress(packed))
+
+
+def test_the_spec_configmap_is_owned_by_the_job_and_holds_the_spec() -> None:
+    cm = build_spec_configmap(JOB, DocumentJobSpec.from_k8s(JOB["spec"]))
+    V1ConfigMap.model_validate(cm)
+    assert cm["metadata"]["name"] == spec_configmap_name("march-invoices", JOB_UID)
+    assert configmap_belongs_to(cm, JOB_UID) and not configmap_belongs_to(cm, "another")
+    assert configmap_spec(cm) == DocumentJobSpec.from_k8s(JOB["spec"])
+
+
+def test_a_spec_past_a_configmaps_limit_is_gzipped() -> None:
+    job = largest_job()
+    cm = build_spec_configmap(job, DocumentJobSpec.from_k8s(job["spec"]))
+    assert "data" not in cm
+    assert len(cm["binaryData"]["spec.json"]) <= SPEC_MAX_BYTES
+    assert configmap_spec(cm) == DocumentJobSpec.from_k8s(job["spec"])
+
+
+def test_a_spec_that_does_not_fit_even_gzipped_says_what_to_change() -> None:
+    job = largest_job()
+    for i, doc in enumerate(job["spec"]["documents"]):  # random-looking URLs: ~4 bits a char
+        noise = "".join(hashlib.sha512(f"{i}.{j}".encode()).hexdigest() for j in range(15))
+        doc["url"] = f"https://files.example/{i:04d}/{noise}"
+    with pytest.raises(PermanentError, match="split the documents") as raised:
+        build_spec_configmap(job, DocumentJobSpec.from_k8s(job["spec"]))
+    assert raised.value.reason == "SpecTooLarge"

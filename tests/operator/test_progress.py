@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 from zopilot_operator.progress import Progress, metrics_url, parse
 
 
@@ -30,3 +31,11 @@ def test_metrics_url_needs_a_pod_ip_and_the_metrics_port() -> None:
     assert metrics_url(pod) == "http://10.1.2.3:8080/metrics"
     assert metrics_url({"status": {}, "spec": pod["spec"]}) is None
     assert metrics_url({"status": {"podIP": "10.1.2.3"}, "spec": {"containers": [{}]}}) is None
+
+
+def test_metrics_url_of_an_ipv6_pod_has_brackets() -> None:
+    spec = {"containers": [{"ports": [{"name": "metrics", "containerPort": 8080}]}]}
+    pod = {"status": {"podIP": "fd00:10:244::5"}, "spec": spec}
+    assert metrics_url(pod) == "http://[fd00:10:244::5]:8080/metrics"
+    httpx.URL(metrics_url(pod) or "")  # a URL httpx accepts
+    assert metrics_url({"status": {"podIP": "not-an-ip"}, "spec": spec}) is None

@@ -11,7 +11,9 @@ Policy:
   ``required_mib`` leaves at least ``safety_margin_mib``, and a pod slot
   (allocatable ``nvidia.com/gpu`` minus claims on the node) is left.
 * **Best fit.** Among fitting nodes, the one left with the least free memory
-  (ties: node name), which keeps large holes for large jobs.
+  (ties: node name), which keeps large holes for large jobs. Nodes are indexed
+  by free memory (:class:`GpuIndex`, sorted lists and bisection), so a round
+  costs O(jobs x log nodes), not jobs x nodes.
 * **Multi-GPU nodes.** The device plugin picks the physical GPU, so a node is
   admitted against as if all its claims sat on its tightest GPU. Safe, but it
   packs a multi-GPU node like one GPU: prefer one GPU per node (or MIG).
@@ -26,12 +28,16 @@ Policy:
   recomputed every round from the API's state, never stored: a held node only
   drains, so it keeps the most free memory until the job fits or another node
   overtakes it (which is then held instead).
+* **Stable messages.** A waiting job's message names what it lacks, never a
+  figure that moves while it waits (an age, the best free memory right now),
+  so a round over unchanged jobs writes nothing.
 * **Fail closed.** A blocked inventory (no, stale or unmatched metrics) admits
   nothing and gives every job the blocking reason.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,6 +112,7 @@ class AdmissionRound:
     waiting: tuple[Waiting, ...]
     deferred: tuple[QueueItem, ...]  # in retry backoff; their status stays as it is
     notes: tuple[str, ...] = ()
+    never_fit: tuple[Waiting, ...] = ()  # no GPU can ever offer the plan: fail as NeverFits
 
 
 @dataclass
@@ -144,32 +151,94 @@ def _node_states(
     return states
 
 
-def _waiting(item: QueueItem, states: list[_NodeState], margin: int) -> Waiting:
-    """Why ``item`` did not fit anywhere, in the most useful terms."""
-    need = f"needs {gib(item.required_mib)} + {gib(margin)} margin"
-    if not any(s.capacity_mib - item.required_mib >= margin for s in states):
-        largest = max((s.capacity_mib for s in states), default=0)
-        return Waiting(
-            item, Reason.NO_GPU_LARGE_ENOUGH, f"{need}; largest usable GPU has {gib(largest)}"
+class GpuIndex:
+    """The nodes of one round, indexed by effective free memory.
+
+    * ``open``: nodes that may take a job (not held, a slot left), sorted by
+      (free, name): best fit is the first entry with free >= need (bisect).
+    * ``unheld``: every node not held, sorted by (-free, name): the node a
+      starving job holds is the first one large enough.
+    * ``full``: nodes not held without a slot left, sorted by (free, name), and
+      ``held``: the held nodes (one per starving job), so a job's waiting
+      reason is a comparison, not a scan.
+
+    Decisions are exactly those of a linear scan over all nodes (the property
+    test in ``tests/operator/test_gpu_index.py`` checks this on random tables).
+    """
+
+    def __init__(self, states: Sequence[_NodeState]) -> None:
+        self.by_name = {s.node.name: s for s in states}
+        self.open: list[tuple[int, str]] = sorted(
+            (s.free_mib, s.node.name) for s in states if s.slots_left > 0
         )
-    roomy = [s for s in states if s.free_mib - item.required_mib >= margin]
-    unheld = [s for s in roomy if s.held_for is None]
-    if unheld:
-        names = ", ".join(s.node.name for s in unheld)
+        self.unheld: list[tuple[int, str]] = sorted((-s.free_mib, s.node.name) for s in states)
+        self.full: list[tuple[int, str]] = sorted(
+            (s.free_mib, s.node.name) for s in states if s.slots_left <= 0
+        )
+        self.held: list[_NodeState] = []
+        self.largest_capacity = max((s.capacity_mib for s in states), default=0)
+
+    def best_fit(self, need_mib: int) -> _NodeState | None:
+        """The open node left with the least free memory after taking ``need_mib``."""
+        i = bisect_left(self.open, (need_mib, ""))
+        return self.by_name[self.open[i][1]] if i < len(self.open) else None
+
+    def _drop(self, state: _NodeState) -> None:
+        key = (state.free_mib, state.node.name)
+        if state.slots_left > 0:
+            del self.open[bisect_left(self.open, key)]
+        else:
+            del self.full[bisect_left(self.full, key)]
+        del self.unheld[bisect_left(self.unheld, (-state.free_mib, state.node.name))]
+
+    def place(self, state: _NodeState, required_mib: int) -> None:
+        self._drop(state)
+        state.free_mib -= required_mib
+        state.slots_left -= 1
+        insort(self.open if state.slots_left > 0 else self.full, (state.free_mib, state.node.name))
+        insort(self.unheld, (-state.free_mib, state.node.name))
+
+    def hold_for(self, item: QueueItem, need_mib: int) -> _NodeState | None:
+        """Hold the unheld node with the most free memory among those large enough."""
+        for _, name in self.unheld:
+            state = self.by_name[name]
+            if state.capacity_mib >= need_mib:
+                self._drop(state)
+                state.held_for = item
+                self.held.append(state)
+                return state
+        return None
+
+    def why_waiting(self, item: QueueItem, margin: int) -> Waiting:
+        """Why ``item`` fits no open node. Stable: no figure that changes while it waits."""
+        need_mib = item.required_mib + margin
+        need = f"needs {gib(item.required_mib)} + {gib(margin)} margin"
+        if self.largest_capacity < need_mib:
+            return Waiting(
+                item,
+                Reason.NO_GPU_LARGE_ENOUGH,
+                f"{need}; largest usable GPU has {gib(self.largest_capacity)}",
+            )
+        if self.full and self.full[-1][0] >= need_mib:
+            return Waiting(
+                item,
+                Reason.WAITING_FOR_GPU_SLOT,
+                f"{need}; a GPU has that much memory free but all its nvidia.com/gpu slots "
+                "are taken",
+            )
+        holds = sorted((s for s in self.held if s.free_mib >= need_mib), key=lambda s: s.node.name)
+        if holds:
+            names = ", ".join(
+                f"{s.node.name} for {s.held_for.key}" for s in holds[:3] if s.held_for
+            )
+            more = f" and {len(holds) - 3} more" if len(holds) > 3 else ""
+            return Waiting(item, Reason.HELD_FOR_OLDER_JOB, f"{need}; held: {names}{more}")
         return Waiting(
             item,
-            Reason.WAITING_FOR_GPU_SLOT,
-            f"{need}; memory is free on {names} but every nvidia.com/gpu slot there is taken",
+            Reason.WAITING_FOR_GPU_MEMORY,
+            f"{need}; no GPU has that much free now (largest usable GPU has "
+            f"{gib(self.largest_capacity)})",
         )
-    if roomy:
-        holds = ", ".join(f"{s.node.name} for {s.held_for.key}" for s in roomy if s.held_for)
-        return Waiting(item, Reason.HELD_FOR_OLDER_JOB, f"{need}; held: {holds}")
-    best = min(states, key=lambda s: (-s.free_mib, s.node.name))
-    return Waiting(
-        item,
-        Reason.WAITING_FOR_GPU_MEMORY,
-        f"{need}; best GPU has {gib(max(best.free_mib, 0))} free ({best.node.name} gpu {best.gpu})",
-    )
 
 
 def decide(
@@ -189,17 +258,12 @@ def decide(
         return AdmissionRound((), blocked, deferred, inventory.notes)
 
     margin = settings.safety_margin_mib
-    states = _node_states(inventory, claims, settings)
+    index = GpuIndex(_node_states(inventory, claims, settings))
     admitted: list[Admission] = []
     waiting: list[Waiting] = []
     for item in eligible:
-        fits = [
-            s
-            for s in states
-            if s.held_for is None and s.slots_left > 0 and s.free_mib - item.required_mib >= margin
-        ]
-        if fits:
-            best = min(fits, key=lambda s: (s.free_mib - item.required_mib, s.node.name))
+        best = index.best_fit(item.required_mib + margin)
+        if best is not None:
             admitted.append(
                 Admission(
                     item=item,
@@ -214,25 +278,17 @@ def decide(
             )
             # Placing r MiB lowers both bounds of every GPU on the node by r
             # (booked and, until visible, reserved), so the node's free drops by r.
-            best.free_mib -= item.required_mib
-            best.slots_left -= 1
+            index.place(best, item.required_mib)
             continue
-        verdict = _waiting(item, states, margin)
-        waited_s = (now - item.eligible_at).total_seconds()
-        if waited_s >= settings.starvation_age_s:
-            candidates = [
-                s
-                for s in states
-                if s.held_for is None and s.capacity_mib - item.required_mib >= margin
-            ]
-            if candidates:
-                hold = min(candidates, key=lambda s: (-s.free_mib, s.node.name))
-                hold.held_for = item
+        verdict = index.why_waiting(item, margin)
+        if (now - item.eligible_at).total_seconds() >= settings.starvation_age_s:
+            hold = index.hold_for(item, item.required_mib + margin)
+            if hold is not None:
                 verdict = Waiting(
                     item,
                     verdict.reason,
-                    f"{verdict.message}; waiting {waited_s:.0f} s, so {hold.node.name} "
-                    "is held for it (no backfill there)",
+                    f"{verdict.message}; waiting longer than {settings.starvation_age_s:.0f} s, "
+                    f"so {hold.node.name} is held for it (no backfill there)",
                 )
         waiting.append(verdict)
     return AdmissionRound(tuple(admitted), tuple(waiting), deferred, inventory.notes)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from zopilot_operator.errors import MetricsUnavailable
@@ -32,6 +33,7 @@ COUNT_LABEL = "nvidia.com/gpu.count"
 SHARED_SUFFIX = "-SHARED"
 
 
+@lru_cache(maxsize=256)
 def normalize_product(name: str) -> str:
     """One spelling for DCGM's and GFD's product names.
 
@@ -129,6 +131,14 @@ def node_info(node: Mapping[str, Any], tolerated_taints: Iterable[str] = ()) -> 
         schedulable=ready and not spec.get("unschedulable") and not untolerated,
         untolerated_taints=untolerated,
     )
+
+
+def usable_mib(sample: GpuSample) -> int | None:
+    """What a job could ever use on this GPU (FREE + USED, without the driver's
+    reserved memory), None if USED is not exported."""
+    if sample.used_mib is None:
+        return None
+    return sample.free_mib + sample.used_mib
 
 
 def largest_gpu_mib(nodes: Iterable[NodeInfo], settings: OperatorSettings) -> int | None:
@@ -232,16 +242,20 @@ def build_inventory(
     usable: list[GpuNode] = []
     notes: list[str] = []
     stale_ages: list[float] = []
+    # Compare times, not ages: one subtraction per stale node, not per sample.
+    oldest_fresh = now - timedelta(seconds=settings.metrics_max_age_s)
     for node in eligible:
-        samples = sorted(by_node.get(node.name, []), key=lambda s: s.gpu)
-        ages = [_age_s(s, now) for s in samples]
+        samples = by_node.get(node.name, [])
+        if len(samples) > 1:
+            samples.sort(key=lambda s: s.gpu)
         problem = None
         if not samples:
             problem = "no DCGM metrics"
-        elif max(ages) > settings.metrics_max_age_s:
-            stale_ages.append(max(ages))
+        elif min(s.sample_time for s in samples) < oldest_fresh:
+            age = max(_age_s(s, now) for s in samples)
+            stale_ages.append(age)
             limit = settings.metrics_max_age_s
-            problem = f"DCGM sample {max(ages):.0f} s old (limit {limit:.0f} s)"
+            problem = f"DCGM sample {age:.0f} s old (limit {limit:.0f} s)"
         elif len(samples) < node.gpu_count:
             problem = f"only {len(samples)} of {node.gpu_count} GPUs report DCGM metrics"
         if problem is None:
@@ -249,7 +263,8 @@ def build_inventory(
                 Gpu(
                     s.gpu,
                     s.uuid,
-                    s.total_mib or node.gpu_memory_mib or settings.gpu_memory_mib_fallback,
+                    # What a job could ever use: not the driver's reserved part.
+                    usable_mib(s) or node.gpu_memory_mib or settings.gpu_memory_mib_fallback,
                     s.free_mib,
                     s.sample_time,
                 )
@@ -264,10 +279,11 @@ def build_inventory(
     if usable:
         return Inventory(tuple(usable), None, tuple(notes))
     if stale_ages:
+        # No age in the message: it goes on every queued job, and a figure
+        # that grows every round would rewrite each of them every round.
         blocked = Blocked(
             Reason.METRICS_STALE,
-            f"newest DCGM sample is {min(stale_ages):.0f} s old "
-            f"(limit {settings.metrics_max_age_s:.0f} s)",
+            f"every DCGM sample is older than the {settings.metrics_max_age_s:.0f} s limit",
         )
     else:
         blocked = Blocked(

@@ -2,10 +2,22 @@
 
 * a new DocumentJob is planned and queued (or failed at once): ``lifecycle.on_created``;
 * one admission loop, run only by the Lease holder, admits queued jobs from
-  Prometheus's DCGM numbers: ``scheduler.admission_round``/``round_updates``;
+  Prometheus's DCGM numbers: ``scheduler.admission_round``/``round_updates``.
+  A round runs shortly after an event that may let a job in (a job created
+  or queued, a GPU released; debounced by ``admission_debounce_s``) and at
+  least every ``admission_interval_s``. The leader plans new jobs inside the
+  round, so a job that fits is planned and admitted in one status write;
+  writes go out ``admission_write_concurrency`` at a time;
 * an admitted or running job follows its attempt's pod (create it, report
   it, retry or fail): ``lifecycle.on_attempt`` — on job events, on worker pod
   events and in a resync loop (watches can miss events; live progress).
+
+What the handlers read comes from watch caches where they can: jobs from
+kopf's events (plus the objects our own writes return), worker pods from our
+own watch with a server-side label selector (kopf's ``labels=`` filters on
+the client after listing every pod in the cluster). A fresh LIST refills the
+job cache on every interval round and whenever this instance becomes the
+leader. With ``watch_namespaces`` everything is limited to those namespaces.
 
 No handler needs a finalizer, so none is put on jobs: a job can be deleted
 even while no operator runs, and its pod goes with it (owner reference).
@@ -17,12 +29,13 @@ Every decision is made by pure functions; this module reads, applies
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -32,20 +45,38 @@ from zopilot_common.spec import GROUP, PLURAL, VERSION
 from zopilot_operator import progress
 from zopilot_operator import status as st
 from zopilot_operator.clock import utcnow
-from zopilot_operator.errors import ConflictError, MetricsUnavailable, NotFoundError, OperatorError
+from zopilot_operator.errors import (
+    ConflictError,
+    MetricsUnavailable,
+    NotFoundError,
+    OperatorError,
+    PermanentError,
+    RetriableError,
+)
 from zopilot_operator.jobs import (
+    ResyncAction,
     job_generation,
     job_key,
     job_phase,
     phase_counts,
     queue_and_claims,
+    resync_action,
 )
 from zopilot_operator.kube import build_event, to_kopf_error
 from zopilot_operator.leader import LeaseElector
-from zopilot_operator.lifecycle import Event, Update, on_attempt, on_created
-from zopilot_operator.podbuilder import worker_pod_name
+from zopilot_operator.lifecycle import (
+    Event,
+    Update,
+    node_is_gone,
+    on_attempt,
+    on_created,
+    on_pod_create_refused,
+)
+from zopilot_operator.merge import compose_patches, merge_patch
+from zopilot_operator.podbuilder import attempt_pod_name
 from zopilot_operator.prometheus import query_gpu_memory
 from zopilot_operator.reasons import ACTIVE_PHASES, TERMINAL_PHASES, EventType, Phase, Reason
+from zopilot_operator.retry import largest_node_memory_mib
 from zopilot_operator.runtime import Runtime
 from zopilot_operator.scheduler import admission_round, round_updates
 from zopilot_operator.settings import OperatorSettings
@@ -53,11 +84,14 @@ from zopilot_operator.settings import OperatorSettings
 log = logging.getLogger("zopilot.operator")
 
 WORKER_LABELS = {"app.kubernetes.io/name": "zopilot-worker"}
+EVENT_POSTERS = 4
+WORKER_SELECTOR = ",".join(f"{k}={v}" for k, v in WORKER_LABELS.items())
 # Fault injection for the crash-consistency test only: SIGKILL ourselves right
 # after creating a worker pod, before recording it on the job.
 _CRASH_AFTER_POD_CREATE = "ZOPILOT_OPERATOR_TEST_CRASH_AFTER_POD_CREATE"
 
 _rt: Runtime | None = None
+_tasks: set[asyncio.Task[Any]] = set()  # strong references to our background tasks
 
 
 def rt() -> Runtime:
@@ -83,8 +117,24 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _rt = Runtime.create(config)
     if config.metrics_port:
         start_http_server(config.metrics_port, addr="0.0.0.0", registry=_rt.registry)
-    asyncio.get_running_loop().create_task(admission_loop(_rt), name="zopilot-admission")
-    asyncio.get_running_loop().create_task(resync_loop(_rt), name="zopilot-resync")
+    loop = asyncio.get_running_loop()
+    # API calls run in threads (the client is synchronous): enough of them for
+    # the concurrent writes and one per pod watch.
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.admission_write_concurrency + 8, thread_name_prefix="zopilot-api"
+        )
+    )
+    # Watched by the liveness probe (loops_probe): a loop that ends or stalls fails it.
+    admission = loop.create_task(admission_loop(_rt), name="zopilot-admission")
+    resync = loop.create_task(resync_loop(_rt), name="zopilot-resync")
+    _rt.loop_watch("admission", config.admission_interval_s).task = admission
+    _rt.loop_watch("resync", config.job_resync_s).task = resync
+    _tasks.update((admission, resync))
+    _tasks.add(loop.create_task(event_poster(_rt), name="zopilot-events"))
+    watched: list[str | None] = list(config.watch_namespaces) or [None]
+    for namespace in watched:
+        _tasks.add(loop.create_task(pod_watch_loop(_rt, namespace), name="zopilot-pod-watch"))
     log.info("zopilot operator started as %s (prometheus %s)", _rt.identity, config.prometheus_url)
 
 
@@ -106,7 +156,17 @@ async def apply(
     events = list(update.events)
     if update.create_pod is not None:
         attempt = int((job.get("status") or {}).get("attempt") or 1)
-        pod, created = await r.kube.create_pod(update.create_pod, uid, attempt)
+        try:
+            if update.create_configmap is not None:
+                await r.kube.create_configmap(update.create_configmap, uid)
+            pod, created = await r.kube.create_pod(update.create_pod, uid, attempt)
+        except (RetriableError, PermanentError) as e:
+            # Refused (quota, policy, a missing ServiceAccount, 429/5xx): say so on
+            # the job and retry with backoff, or fail the attempt (lifecycle decides).
+            log.warning("%s/%s: creating the worker pod was refused: %s", ns, name, e)
+            refused = on_pod_create_refused(job, e, now, r.settings)
+            await apply(r, job, refused, resource_version)
+            return
         pod_name = pod["metadata"]["name"]
         if created:
             log.info("%s/%s: created worker pod %s (attempt %d)", ns, name, pod_name, attempt)
@@ -128,15 +188,35 @@ async def apply(
     if update.delete_pod:
         await r.kube.delete_pod(ns, update.delete_pod)
     if patch:
-        await r.kube.patch_job_status(ns, name, patch, resource_version=resource_version)
+        written = await r.kube.patch_job_status(ns, name, patch, resource_version=resource_version)
         r.metrics.observe_usage(ns, job.get("status") or {}, patch)
         if patch.get("phase") in TERMINAL_PHASES:
             r.metrics.observe_finished(str(patch["phase"]), str(patch.get("reason") or ""))
+        if written:
+            # Our write's result is newer than anything the watch has delivered;
+            # the next round must count this admission even before its event.
+            r.remember_job(written)
     for ev in events:
-        with contextlib.suppress(OperatorError):  # an event lost is not worth a retry
-            await r.kube.emit_event(
-                build_event(job, ev.type, ev.reason, ev.message, now, instance=r.identity)
-            )
+        # Posted in the background: decisions are not held up by their events.
+        r.events.put_nowait(
+            build_event(job, ev.type, ev.reason, ev.message, now, instance=r.identity)
+        )
+
+
+async def event_poster(r: Runtime) -> None:
+    """Post queued events, ``EVENT_POSTERS`` at a time; one lost is not worth a retry."""
+
+    async def post() -> None:
+        while True:
+            event = await r.events.get()
+            try:
+                await r.kube.emit_event(event)
+            except OperatorError as e:
+                log.debug("event not posted: %s", e)
+            finally:
+                r.events.task_done()
+
+    await asyncio.gather(*(post() for _ in range(EVENT_POSTERS)))
 
 
 def _node(job: Mapping[str, Any]) -> str:
@@ -144,22 +224,48 @@ def _node(job: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------ job handlers
+def wakes_admission(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether a job going from ``old`` to ``new`` (None: absent) may let a job in.
+
+    A job appears or is (re)queued: it may fit now. A job leaves Admitted or
+    Running (finished, failed, deleted): its GPU memory and slot are free.
+    Our own admissions (Queued to Admitted) and progress updates wake nothing.
+    """
+    before = job_phase(old) if old is not None else None
+    after = job_phase(new) if new is not None else None
+    if new is not None and (after is None or (after is Phase.QUEUED and before != after)):
+        return True  # not yet planned (the leader plans in its round), or newly queued
+    return before in ACTIVE_PHASES and after not in ACTIVE_PHASES
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def job_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+    r = rt()
+    key = job_key(body)
     if event.get("type") == "DELETED":
-        log.info("%s deleted; its pod goes with it (owner reference)", job_key(body))
-        if _rt is not None:
-            _rt.forget(job_key(body))
+        log.info("%s deleted; its pod goes with it (owner reference)", key)
+        old = r.jobs.get(key)
+        r.forget(key)
+        if wakes_admission(old, None):
+            r.wake.set()
         return
     job = dict(body)
+    old = r.remember_job(job)
+    job = r.jobs[key]
+    if wakes_admission(old, job):
+        r.wake.set()
     phase = job_phase(job)
+    if phase is None:
+        await r.leader_known.wait()  # who plans it depends on who leads
     try:
-        if phase is None:
+        if phase is None and not r.is_leader:
+            # The leader plans new jobs within its admission round; the others
+            # plan them here, so a job is planned while no leader runs too.
             await plan_job(job)
         elif phase in ACTIVE_PHASES:
             await follow_attempt(job["metadata"]["namespace"], job["metadata"]["name"])
     except OperatorError as e:
-        rt().metrics.reconcile_errors.labels(handler="job_event", kind=type(e).__name__).inc()
+        r.metrics.reconcile_errors.labels(handler="job_event", kind=type(e).__name__).inc()
         raise to_kopf_error(e) from e
 
 
@@ -174,15 +280,28 @@ async def plan_job(job: dict[str, Any]) -> None:
 
 
 async def follow_attempt(namespace: str, name: str) -> None:
-    """Read the job and its current pod fresh, and apply what on_attempt says."""
+    """Read the job and its current pod (from the watch caches, else from the API)
+    and apply what on_attempt says. A stale cached job makes the write fail
+    (409, it is conditional on resourceVersion) and the job's next event
+    follows it again."""
     r = rt()
-    async with r.lock(f"{namespace}/{name}"):
-        job = await r.kube.get_job(namespace, name)
+    key = f"{namespace}/{name}"
+    async with r.lock(key):
+        job = r.jobs.get(key) or await r.kube.get_job(namespace, name)
         if job is None or job_phase(job) not in ACTIVE_PHASES:
             return
-        attempt = int((job.get("status") or {}).get("attempt") or 1)
-        pod = await r.kube.get_pod(namespace, worker_pod_name(name, attempt))
-        update = on_attempt(job, pod, utcnow(), r.settings, await r.largest_gpu_mib())
+        pod_name = attempt_pod_name(job)
+        pod = r.pods.get(f"{namespace}/{pod_name}") or await r.kube.get_pod(namespace, pod_name)
+        nodes = await r.nodes()
+        update = on_attempt(
+            job,
+            pod,
+            utcnow(),
+            r.settings,
+            await r.largest_gpu_mib(),
+            largest_host_mib=largest_node_memory_mib(nodes),
+            node_gone=pod is None and node_is_gone(job, nodes),
+        )
         if not update.patch and pod is not None and job_phase(job) is Phase.RUNNING:
             update = await live_progress(r, job, pod)
         await apply(r, job, update, resource_version=job["metadata"]["resourceVersion"])
@@ -205,43 +324,120 @@ async def live_progress(r: Runtime, job: Mapping[str, Any], pod: Mapping[str, An
 
 
 async def resync_loop(r: Runtime) -> None:
-    """Every ``job_resync_s``: follow each active job once more (a missed pod
-    event, live progress). One list call per round; our own loop rather than
-    a kopf timer, because kopf puts a finalizer on every object with a timer
-    and jobs then cannot be deleted while the operator is away."""
+    """Every ``job_resync_s``: plan each job without a phase and follow each active
+    job once more (a missed pod event, live progress), from the watch cache (the
+    admission loop refreshes it with a LIST). Our own loop rather than a kopf
+    timer, because kopf puts a finalizer on every object with a timer and jobs
+    then cannot be deleted while the operator is away.
+
+    The loop never ends: whatever one round raises is logged, counted
+    (``reconcile_errors{handler="resync"}``) and the next round comes; the
+    liveness probe reports a loop that ended or stopped finishing rounds anyway.
+    """
+    watch = r.loop_watch("resync", r.settings.job_resync_s)
     while True:
         await asyncio.sleep(r.settings.job_resync_s)
         try:
-            jobs = await r.kube.list_jobs(r.settings.watch_namespaces)
-        except OperatorError as e:
-            log.warning("resync: listing jobs failed: %s", e)
+            await resync_once(r)
+        except Exception as e:  # never let one round end the loop
+            r.metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
+            log.exception(
+                "resync round failed; the next one comes in %.0f s", r.settings.job_resync_s
+            )
+        watch.beat()
+
+
+async def resync_once(r: Runtime) -> None:
+    """One resync round over the cached jobs; a failure on one job does not stop the
+    others. A job without a phase is planned again: kopf never retries event
+    handlers, so a 429/5xx while planning would otherwise leave it phaseless."""
+    for job in list(r.jobs.values()):
+        action = resync_action(job)
+        if action is None or not r.watches(job["metadata"]["namespace"]):
             continue
-        for job in jobs:
-            if job_phase(job) not in ACTIVE_PHASES:
-                continue
-            try:
+        try:
+            if action is ResyncAction.PLAN:
+                await plan_job(job)
+            else:
                 await follow_attempt(job["metadata"]["namespace"], job["metadata"]["name"])
-            except ConflictError:
-                pass  # someone else just wrote it; the next round sees the result
-            except OperatorError as e:
-                r.metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
-                log.warning("%s: resync failed: %s", job_key(job), e)
+        except ConflictError:
+            pass  # someone else just wrote it; the next round sees the result
+        except OperatorError as e:
+            r.metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
+            log.warning("%s: resync failed: %s", job_key(job), e)
+        except Exception as e:
+            r.metrics.reconcile_errors.labels(handler="resync", kind=type(e).__name__).inc()
+            log.exception("%s: resync failed unexpectedly", job_key(job))
 
 
-# ------------------------------------------------------------ pod handlers
-@kopf.on.event("", "v1", "pods", labels=WORKER_LABELS)
-async def worker_pod_event(body: kopf.Body, **_: Any) -> None:
-    labels = body.get("metadata", {}).get("labels", {})
-    job_name = labels.get("zopilot.dev/job")
-    if not job_name:
+@kopf.on.probe(id="loops")
+def loops_probe(**_: Any) -> dict[str, int]:
+    """Liveness (kopf's ``--liveness`` endpoint): fails once a background loop has
+    ended or stopped finishing rounds, so Kubernetes restarts the operator."""
+    if _rt is None:
+        return {}
+    problems = [p for w in _rt.loops.values() if (p := w.problem()) is not None]
+    if problems:
+        raise kopf.PermanentError("; ".join(problems))
+    return {name: w.rounds for name, w in _rt.loops.items()}
+
+
+# ------------------------------------------------------------ pod watch
+async def pod_watch_loop(r: Runtime, namespace: str | None) -> None:
+    """Keep ``r.pods`` in step with the worker pods (all namespaces when None) and
+    follow a pod's job on each change. LIST then WATCH from the list's version,
+    with a server-side label selector; a 410 (version expired) lists again."""
+    loop = asyncio.get_running_loop()
+    # A thread of its own: a watch blocks its thread for minutes at a time.
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zopilot-pod-watch")
+
+    def on_event(kind: str, pod: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(worker_pod_event, r, kind, pod)
+
+    while True:
+        try:
+            pods, version = await r.kube.list_worker_pods(WORKER_SELECTOR, namespace)
+            r.pods = {
+                k: p for k, p in r.pods.items() if namespace not in (None, k.split("/", 1)[0])
+            }
+            for pod in pods:
+                worker_pod_event(r, "ADDED", pod)
+            resumed: str | None = version
+            while resumed is not None:
+                resumed = await loop.run_in_executor(
+                    executor, r.kube.watch_pods, WORKER_SELECTOR, namespace, resumed, on_event
+                )
+        except asyncio.CancelledError:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        except Exception as e:  # the watch must outlive any error
+            r.metrics.reconcile_errors.labels(handler="pod_watch", kind=type(e).__name__).inc()
+            log.warning("worker pod watch (%s): %s", namespace or "all namespaces", e)
+            await asyncio.sleep(1.0)
+
+
+def worker_pod_event(r: Runtime, kind: str, pod: dict[str, Any]) -> None:
+    """Cache the pod and follow its job (in a task: this runs on the watch's callback)."""
+    r.remember_pod(kind, pod)
+    metadata = pod.get("metadata") or {}
+    job_name = (metadata.get("labels") or {}).get("zopilot.dev/job")
+    if not job_name or not r.watches(str(metadata.get("namespace"))):
         return
+    task = asyncio.get_running_loop().create_task(
+        _follow_for_pod(r, str(metadata["namespace"]), str(job_name))
+    )
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _follow_for_pod(r: Runtime, namespace: str, job_name: str) -> None:
     try:
-        await follow_attempt(body["metadata"]["namespace"], job_name)
+        await follow_attempt(namespace, job_name)
     except ConflictError:
         pass  # the job changed meanwhile; its own event reconciles it
     except OperatorError as e:
-        rt().metrics.reconcile_errors.labels(handler="pod_event", kind=type(e).__name__).inc()
-        raise to_kopf_error(e) from e
+        r.metrics.reconcile_errors.labels(handler="pod_event", kind=type(e).__name__).inc()
+        log.warning("%s/%s: following its pod failed: %s", namespace, job_name, e)
 
 
 # --------------------------------------------------------------- admission
@@ -253,50 +449,114 @@ async def admission_loop(r: Runtime) -> None:
         r.identity,
         r.settings.leader_election_lease_s,
     )
+    last_full = float("-inf")
+    watch = r.loop_watch("admission", r.settings.admission_interval_s)
     while True:
-        started = time.monotonic()
+        watch.beat()
+        wait_s = max(0.0, r.settings.admission_interval_s - (time.monotonic() - last_full))
+        if r.settings.admission_on_events:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(r.wake.wait(), timeout=wait_s)
+        else:
+            await asyncio.sleep(wait_s)
+        if r.wake.is_set() and r.settings.admission_on_events:
+            await asyncio.sleep(r.settings.admission_debounce_s)  # let the burst gather
+        r.wake.clear()
         try:
-            leader = await elector.ensure()
-            r.metrics.admission_leader.set(1 if leader else 0)
-            if leader:
-                await admit_once(r)
-            else:
+            was_leader = r.is_leader
+            r.is_leader = await elector.ensure()
+            r.leader_known.set()
+            r.metrics.admission_leader.set(1 if r.is_leader else 0)
+            if not r.is_leader:
                 r.metrics.clear_leader_gauges()
+                last_full = time.monotonic()
+                continue
+            # A fresh LIST on every interval round and on taking over; the
+            # watch cache (and our own writes) in between.
+            full = not was_leader or time.monotonic() - last_full >= r.settings.admission_interval_s
+            if full:
+                last_full = time.monotonic()
+            await admit_once(r, fresh=full, still_leader=elector.fence)
         except Exception:
             r.metrics.reconcile_errors.labels(handler="admission", kind="unexpected").inc()
             log.exception("admission round failed")
-        await asyncio.sleep(
-            max(0.05, r.settings.admission_interval_s - (time.monotonic() - started))
-        )
+            await asyncio.sleep(1.0)
 
 
-async def admit_once(r: Runtime) -> None:
-    jobs = await r.kube.list_jobs(r.settings.watch_namespaces)
+async def _always() -> bool:
+    return True
+
+
+async def admit_once(
+    r: Runtime, fresh: bool = True, still_leader: Callable[[], Awaitable[bool]] = _always
+) -> None:
+    """One round: plan new jobs, decide, write. ``fresh``: LIST jobs first, else
+    decide from the watch cache. ``still_leader`` fences every write (``leader.py``):
+    once this instance cannot be sure it still holds the Lease, the round aborts."""
+    if fresh:
+        r.remember_jobs(await r.kube.list_jobs())
+    jobs = [j for j in r.jobs.values() if r.watches(j["metadata"]["namespace"])]
     r.metrics.set_phase_counts(phase_counts(jobs))
     queue, claims = queue_and_claims(jobs)
     r.metrics.set_reservations(claims, queue)
-    if not any(job_phase(j) is Phase.QUEUED for j in jobs):
+    if not any(job_phase(j) in (None, Phase.QUEUED) for j in jobs):
         return
-    nodes = await r.nodes(fresh=True)
-    # The HTTP service's GPU memory counts like a running job's (services.py).
-    jobs = jobs + await r.service_claims()
-    samples: Any
-    try:
-        samples = await r.join_nodes(await query_gpu_memory(r.settings, r.http), nodes)
-        r.metrics.set_unmatched(claims, samples, r.settings)
-    except MetricsUnavailable as e:
-        r.metrics.prometheus_query_errors.labels(reason=e.reason).inc()
-        samples = e
+    nodes = await r.nodes(fresh=fresh)
     now = utcnow()
-    round_ = admission_round(jobs, nodes, samples, now, r.settings)
-    r.metrics.observe_round(round_)
-    by_key = {job_key(j): j for j in jobs}
-    for key, update in round_updates(round_, jobs, now).items():
-        job = by_key[key]
+    # New jobs are planned here, in memory, and admitted in the same round:
+    # one status write carries both (conditional on the version read).
+    planning: dict[str, Update] = {}
+    if any(job_phase(j) is None for j in jobs):
+        infos = await r.node_infos()
+        planned = []
+        for job in jobs:
+            if job_phase(job) is None:
+                update = on_created(job, infos, now, r.settings)
+                planning[job_key(job)] = update
+                job = {**job, "status": merge_patch(job.get("status") or {}, update.patch)}
+            planned.append(job)
+        jobs = planned
+    samples: Any = ()
+    services: list[dict[str, Any]] = []
+    if any(job_phase(j) is Phase.QUEUED for j in jobs):
+        # The HTTP service's GPU memory counts like a running job's (services.py).
+        services = await r.service_claims()
         try:
-            # Conditional on the version the decision was made from.
-            await apply(r, job, update, resource_version=job["metadata"]["resourceVersion"])
-        except (ConflictError, NotFoundError):
-            log.info("%s changed during admission; it is reconsidered next round", key)
-        except OperatorError as e:
-            log.warning("%s: admission update failed: %s", key, e)
+            samples = await r.join_nodes(await query_gpu_memory(r.settings, r.http), nodes)
+            r.metrics.set_unmatched(claims, samples, r.settings)
+        except MetricsUnavailable as e:
+            r.metrics.prometheus_query_errors.labels(reason=e.reason).inc()
+            samples = e
+    round_ = admission_round([*jobs, *services], nodes, samples, now, r.settings)
+    r.metrics.observe_round(round_)
+    updates = dict(planning)
+    for key, update in round_updates(round_, jobs, now, r.settings).items():
+        first = planning.get(key)
+        if first is None:
+            updates[key] = update
+            continue
+        with contextlib.suppress(ValueError):  # not one patch: planned now, admitted next round
+            patch = compose_patches(first.patch, update.patch)
+            updates[key] = Update(patch, first.events + update.events)
+    by_key = {job_key(j): j for j in jobs}
+    gate = asyncio.Semaphore(r.settings.admission_write_concurrency)
+
+    async def write(key: str, update: Update) -> None:
+        job = by_key[key]
+        async with gate:
+            if not await still_leader():
+                log.warning("%s: not written: the Lease may have passed to another instance", key)
+                return
+            try:
+                # Conditional on the version the decision was made from.
+                await apply(r, job, update, resource_version=job["metadata"]["resourceVersion"])
+            except (ConflictError, NotFoundError):
+                log.info("%s changed during admission; it is reconsidered next round", key)
+                r.wake.set()
+            except OperatorError as e:
+                log.warning("%s: admission update failed: %s", key, e)
+
+    # Admissions first: they are what the queue waits for.
+    admitted = {a.item.key for a in round_.admitted}
+    order = sorted(updates, key=lambda k: k not in admitted)
+    await asyncio.gather(*(write(k, updates[k]) for k in order))

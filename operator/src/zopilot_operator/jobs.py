@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
-from zopilot_common.spec import DocumentJobSpec
+from zopilot_common.spec import DocumentJobSpec, parse_quantity_bytes
 
 from zopilot_operator.admission import QueueItem
 from zopilot_operator.clock import parse_time
 from zopilot_operator.errors import PermanentError
 from zopilot_operator.planning import Plan
-from zopilot_operator.reasons import Phase, Reason
+from zopilot_operator.reasons import ACTIVE_PHASES, Phase, Reason
 from zopilot_operator.reservations import Claim, claims_from_jobs
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,13 +48,44 @@ def job_spec(job: Mapping[str, Any]) -> DocumentJobSpec:
     The CRD schema already refuses most bad specs at ``kubectl apply``; this
     catches what it cannot express (and objects stored before a schema change).
     """
+    raw = dict(job.get("spec") or {})
+    problem = gpu_memory_problem(raw.get("gpuMemory", "auto"))
+    if problem is not None:
+        raise PermanentError(f"spec.gpuMemory: {problem}", reason=Reason.INVALID_SPEC)
     try:
-        return DocumentJobSpec.from_k8s(dict(job.get("spec") or {}))
+        spec = DocumentJobSpec.from_k8s(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = f"spec.{where}: {first.get('msg')}" if where else str(first.get("msg"))
         raise PermanentError(message, reason=Reason.INVALID_SPEC) from exc
+    return spec
+
+
+_UNIT = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)$")
+MIN_GPU_MEMORY_BYTES = 1024 * 1024
+
+
+def gpu_memory_problem(value: Any) -> str | None:
+    """Why ``spec.gpuMemory`` is not a usable request, or None (the CRD refuses the
+    same, for objects stored before that rule): a bare number means bytes in
+    Kubernetes quantities, so a unit is required; zero, or less than 1Mi, reserves
+    nothing."""
+    if value == "auto":
+        return None
+    if not isinstance(value, str):
+        return (
+            f'{value!r} needs a unit, such as "20Gi" or "20000Mi" (a bare number would mean bytes)'
+        )
+    if not _UNIT.match(value.strip()):
+        return f'"{value}" must be "auto" or a quantity with a unit, such as 20Gi or 512Mi'
+    try:
+        size = parse_quantity_bytes(value)
+    except ValueError:
+        size = 0
+    if size < MIN_GPU_MEMORY_BYTES:
+        return f'"{value}" must be at least 1Mi'
+    return None
 
 
 def queue_item(job: Mapping[str, Any]) -> QueueItem | None:
@@ -88,3 +121,23 @@ def phase_counts(jobs: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Jobs per phase, every phase present (zeros too) so gauges drop to 0."""
     counts = Counter(job_phase(j) or Phase.PENDING for j in jobs)
     return {phase.value: counts.get(phase, 0) for phase in Phase}
+
+
+class ResyncAction(StrEnum):
+    """What the resync loop does with a job it lists."""
+
+    PLAN = "plan"  # no phase yet: plan it (again)
+    FOLLOW = "follow"  # Admitted/Running: follow its attempt's pod
+
+
+def resync_action(job: Mapping[str, Any]) -> ResyncAction | None:
+    """The resync loop's safety net for one job, or None to leave it alone.
+
+    A job without a phase was never planned, or its planning failed (a 429/5xx
+    on the way): kopf does not retry event handlers, so the resync plans it.
+    """
+    if not (job.get("status") or {}).get("phase"):
+        return ResyncAction.PLAN
+    if job_phase(job) in ACTIVE_PHASES:
+        return ResyncAction.FOLLOW
+    return None

@@ -7,7 +7,8 @@ own camelCase (``_preload_content=False``), the form the pure core reads.
 Error mapping (:func:`translate`): 409 AlreadyExists -> AlreadyExistsError,
 other 409 -> ConflictError (retry soon), 404/410 -> NotFoundError, 429/5xx and
 transport errors -> RetriableError (Retry-After honoured), 403 "exceeded quota"
--> RetriableError, other 4xx -> PermanentError with the API's message.
+and 403 for a ServiceAccount that does not exist yet -> RetriableError, other
+4xx -> PermanentError with the API's message.
 :func:`to_kopf_error` converts for the kopf handlers at the edge.
 """
 
@@ -16,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import kopf
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as TransportError
 from zopilot_common.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -35,10 +37,11 @@ from zopilot_operator.errors import (
     PermanentError,
     RetriableError,
 )
-from zopilot_operator.podbuilder import OPERATOR_NAME, pod_belongs_to
-from zopilot_operator.reasons import EventType
+from zopilot_operator.podbuilder import OPERATOR_NAME, configmap_belongs_to, pod_belongs_to
+from zopilot_operator.reasons import EventType, Reason
 
 RETRY_DELAY_S = 5.0
+LIST_PAGE_SIZE = 500  # objects per LIST page (limit/continue), like client-go's pager
 QUOTA_DELAY_S = 30.0
 EVENT_MESSAGE_MAX = 1024  # the API server refuses longer event messages
 
@@ -61,6 +64,13 @@ def _retry_after(exc: ApiException) -> float:
         return RETRY_DELAY_S
 
 
+def _service_account_missing(message: str) -> bool:
+    """The ServiceAccount admission plugin refusing a pod whose account is not there (yet)."""
+    return "error looking up service account" in message or (
+        "serviceaccount" in message and "not found" in message
+    )
+
+
 def translate(exc: BaseException, what: str) -> OperatorError:
     """Our error for a failed API call about ``what`` (e.g. "create pod ns/x")."""
     if isinstance(exc, OperatorError):
@@ -77,6 +87,8 @@ def translate(exc: BaseException, what: str) -> OperatorError:
     if status == 429 or status >= 500 or status == 0:
         return RetriableError(text, delay_s=_retry_after(exc))
     if status == 403 and "exceeded quota" in message:
+        return RetriableError(text, delay_s=QUOTA_DELAY_S)
+    if status == 403 and _service_account_missing(message):
         return RetriableError(text, delay_s=QUOTA_DELAY_S)
     return PermanentError(text, reason=reason or f"HTTP{status}")
 
@@ -127,13 +139,169 @@ def build_event(
     }
 
 
-class Kube:
-    """Async wrappers over one ApiClient; each call raises only ``errors.py`` errors."""
+class Generic:
+    """HTTP calls through ``ApiClient``'s generic path: its kubeconfig, auth, TLS
+    and connection pool, but none of the generated API classes.
 
-    def __init__(self, api_client: ApiClient, timeout_s: float = 30.0) -> None:
-        self.core = CoreV1Api(api_client)
-        self.custom = CustomObjectsApi(api_client)
+    ``CoreV1Api`` alone imports every core/v1 model class (82 MiB of RSS) and
+    ``CustomObjectsApi`` 13.5 MiB; the operator reads plain dicts and needs
+    neither. Responses are raw (``.data`` holds the JSON); non-2xx raises
+    ``ApiException`` as the generated clients do.
+    """
+
+    def __init__(self, api_client: ApiClient) -> None:
+        self.api = api_client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        _request_timeout: float | None = None,
+        **_: Any,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        request = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=params,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request, _request_timeout=_request_timeout)
+        response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response
+
+    def watch(
+        self, path: str, query: Mapping[str, Any], timeout_s: float
+    ) -> Iterator[dict[str, Any]]:
+        """The events of one watch request (``watch=1``), as they arrive, until the
+        server ends it (``timeoutSeconds``) or ``timeout_s`` pass without a byte."""
+        request = self.api.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=[(k, v) for k, v in {**query, "watch": "1"}.items() if v is not None],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request, _request_timeout=(10.0, timeout_s))
+        if not 200 <= response.status <= 299:
+            response.read()  # type: ignore[no-untyped-call]
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        raw = response.response
+        buffer = b""
+        try:
+            for chunk in raw.stream(65536, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            raw.release_conn()
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+class CoreV1(Generic):
+    """The few core/v1 calls the operator makes, with ``CoreV1Api``'s names and arguments."""
+
+    def create_namespaced_pod(self, namespace: str, body: Mapping[str, Any], **kw: Any) -> Any:
+        return self.request("POST", f"/api/v1/namespaces/{_seg(namespace)}/pods", body=body, **kw)
+
+    def read_namespaced_pod(self, name: str, namespace: str, **kw: Any) -> Any:
+        return self.request("GET", f"/api/v1/namespaces/{_seg(namespace)}/pods/{_seg(name)}", **kw)
+
+    def delete_namespaced_pod(self, name: str, namespace: str, **kw: Any) -> Any:
+        path = f"/api/v1/namespaces/{_seg(namespace)}/pods/{_seg(name)}"
+        return self.request("DELETE", path, **kw)
+
+    def list_namespaced_pod(self, namespace: str, **kw: Any) -> Any:
+        return self.request("GET", f"/api/v1/namespaces/{_seg(namespace)}/pods", **kw)
+
+    def list_pod_for_all_namespaces(self, **kw: Any) -> Any:
+        return self.request("GET", "/api/v1/pods", **kw)
+
+    def create_namespaced_config_map(
+        self, namespace: str, body: Mapping[str, Any], **kw: Any
+    ) -> Any:
+        path = f"/api/v1/namespaces/{_seg(namespace)}/configmaps"
+        return self.request("POST", path, body=body, **kw)
+
+    def read_namespaced_config_map(self, name: str, namespace: str, **kw: Any) -> Any:
+        path = f"/api/v1/namespaces/{_seg(namespace)}/configmaps/{_seg(name)}"
+        return self.request("GET", path, **kw)
+
+    def list_node(self, **kw: Any) -> Any:
+        return self.request("GET", "/api/v1/nodes", **kw)
+
+    def create_namespaced_event(self, namespace: str, body: Mapping[str, Any], **kw: Any) -> Any:
+        path = f"/api/v1/namespaces/{_seg(namespace)}/events"
+        return self.request("POST", path, body=body, **kw)
+
+
+class CustomObjects(Generic):
+    """DocumentJob calls, with ``CustomObjectsApi``'s names and arguments."""
+
+    @staticmethod
+    def _path(group: str, version: str, plural: str, namespace: str | None = None) -> str:
+        where = f"/namespaces/{_seg(namespace)}" if namespace is not None else ""
+        return f"/apis/{group}/{version}{where}/{plural}"
+
+    def list_cluster_custom_object(self, group: str, version: str, plural: str, **kw: Any) -> Any:
+        return self.request("GET", self._path(group, version, plural), **kw)
+
+    def list_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, **kw: Any
+    ) -> Any:
+        return self.request("GET", self._path(group, version, plural, namespace), **kw)
+
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kw: Any
+    ) -> Any:
+        path = f"{self._path(group, version, plural, namespace)}/{_seg(name)}"
+        return self.request("GET", path, **kw)
+
+    def patch_namespaced_custom_object_status(
+        self,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        name: str,
+        body: Mapping[str, Any],
+        **kw: Any,
+    ) -> Any:
+        path = f"{self._path(group, version, plural, namespace)}/{_seg(name)}/status"
+        return self.request(
+            "PATCH", path, body=body, content_type="application/merge-patch+json", **kw
+        )
+
+
+class Kube:
+    """Async wrappers over one ApiClient; each call raises only ``errors.py`` errors.
+
+    ``namespaces``: where DocumentJobs are listed (empty: all namespaces), the
+    operator's ``watch_namespaces``.
+    """
+
+    def __init__(
+        self, api_client: ApiClient, timeout_s: float = 30.0, namespaces: Sequence[str] = ()
+    ) -> None:
+        self.core = CoreV1(api_client)
+        self.custom = CustomObjects(api_client)
         self.timeout_s = timeout_s
+        self.namespaces = tuple(namespaces)
 
     async def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         kwargs.update(_preload_content=False, _request_timeout=self.timeout_s)
@@ -143,6 +311,21 @@ class Kube:
             raise translate(exc, what) from exc
         data = response.data
         return json.loads(data) if data else {}
+
+    async def _list(
+        self, what: str, fn: Callable[..., Any], *args: Any, **query: Any
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every item of a LIST, page by page (limit/continue); and the list's resourceVersion."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = {"limit": LIST_PAGE_SIZE, "continue": token, **query}
+            body = await self._call(what, fn, *args, query=page)
+            items.extend(body.get("items") or [])
+            metadata = body.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                return items, str(metadata.get("resourceVersion", ""))
 
     async def create_pod(
         self, manifest: Mapping[str, Any], job_uid: str, attempt: int
@@ -163,9 +346,35 @@ class Kube:
         if not pod_belongs_to(existing, job_uid, attempt):
             raise PermanentError(
                 f"{what}: the name is taken by a pod that is not attempt {attempt} of this job",
-                reason="PodNameTaken",
+                reason=Reason.POD_NAME_TAKEN,
             )
         return existing, False
+
+    async def create_configmap(self, manifest: Mapping[str, Any], job_uid: str) -> bool:
+        """Create a job's ConfigMap; False if it exists already and is the job's.
+
+        A name taken by a ConfigMap the job does not own is a PermanentError.
+        """
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        what = f"create configmap {namespace}/{name}"
+        try:
+            await self._call(
+                what, self.core.create_namespaced_config_map, namespace, dict(manifest)
+            )
+            return True
+        except AlreadyExistsError:
+            existing = await self._call(
+                f"get configmap {namespace}/{name}",
+                self.core.read_namespaced_config_map,
+                name,
+                namespace,
+            )
+        if not configmap_belongs_to(existing, job_uid):
+            raise PermanentError(
+                f"{what}: the name is taken by a ConfigMap this job does not own",
+                reason=Reason.POD_NAME_TAKEN,
+            )
+        return False
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -184,19 +393,19 @@ class Kube:
             )
 
     async def list_nodes(self) -> list[dict[str, Any]]:
-        body = await self._call("list nodes", self.core.list_node)
-        return list(body.get("items", []))
+        items, _ = await self._list("list nodes", self.core.list_node)
+        return items
 
-    async def list_jobs(self, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """All DocumentJobs, or those of ``namespaces`` (one list call each: namespaced RBAC)."""
-        if not namespaces:
-            body = await self._call(
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        """Every DocumentJob in ``namespaces`` (all namespaces when empty), paged."""
+        if not self.namespaces:
+            items, _ = await self._list(
                 "list documentjobs", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
             )
-            return list(body.get("items", []))
-        items: list[dict[str, Any]] = []
-        for namespace in namespaces:
-            body = await self._call(
+            return items
+        jobs: list[dict[str, Any]] = []
+        for namespace in self.namespaces:
+            items, _ = await self._list(
                 f"list documentjobs in {namespace}",
                 self.custom.list_namespaced_custom_object,
                 GROUP,
@@ -204,26 +413,63 @@ class Kube:
                 namespace,
                 PLURAL,
             )
-            items += body.get("items", [])
-        return items
+            jobs.extend(items)
+        return jobs
 
-    async def list_pods(self, label_selector: str, namespace: str = "") -> list[dict[str, Any]]:
-        """Pods matching ``label_selector`` in ``namespace`` (empty: all namespaces)."""
-        where = f"in {namespace}" if namespace else "in all namespaces"
-        if namespace:
-            body = await self._call(
-                f"list pods {label_selector} {where}",
-                self.core.list_namespaced_pod,
-                namespace,
-                label_selector=label_selector,
+    async def list_worker_pods(
+        self, selector: str, namespace: str | None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Pods matching ``selector`` (server side) in one namespace or all, paged, and
+        the list's resourceVersion (where a watch of them continues)."""
+        if namespace is None:
+            return await self._list(
+                "list worker pods", self.core.list_pod_for_all_namespaces, labelSelector=selector
             )
-        else:
-            body = await self._call(
-                f"list pods {label_selector} {where}",
-                self.core.list_pod_for_all_namespaces,
-                label_selector=label_selector,
-            )
-        return list(body.get("items", []))
+        return await self._list(
+            f"list worker pods in {namespace}",
+            self.core.list_namespaced_pod,
+            namespace,
+            labelSelector=selector,
+        )
+
+    def watch_pods(
+        self,
+        selector: str,
+        namespace: str | None,
+        resource_version: str,
+        on_event: Callable[[str, dict[str, Any]], None],
+        timeout_s: int = 300,
+    ) -> str | None:
+        """Blocking: watch pods matching ``selector`` from ``resource_version``, calling
+        ``on_event(type, pod)`` for each change. Returns the resourceVersion to go on
+        from when the server ends the watch, None when that version has expired
+        (410 Gone: list again)."""
+        path = "/api/v1/pods" if namespace is None else f"/api/v1/namespaces/{_seg(namespace)}/pods"
+        query = {
+            "labelSelector": selector,
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": timeout_s,
+        }
+        try:
+            for event in self.core.watch(path, query, timeout_s + 30.0):
+                kind, obj = str(event.get("type", "")), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        return None
+                    raise RetriableError(f"watch pods: {obj.get('message', obj)}")
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if version:
+                    resource_version = str(version)
+                if kind != "BOOKMARK":
+                    on_event(kind, obj)
+        except ApiException as exc:
+            if exc.status == 410:
+                return None
+            raise translate(exc, "watch pods") from exc
+        except (TransportError, OSError) as exc:
+            raise translate(exc, "watch pods") from exc
+        return resource_version
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

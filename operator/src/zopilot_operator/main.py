@@ -1,4 +1,4 @@
-"""``zopilot-operator``: run the kopf operator (all namespaces, or those named)."""
+"""``zopilot-operator``: run the kopf operator (all namespaces, or those given)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import kopf
 
 from zopilot_operator import handlers
-from zopilot_operator.settings import OperatorSettings
+from zopilot_operator.settings import ENV_PREFIX, OperatorSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         "--namespace",
         action="append",
         default=[],
-        help="watch only these namespaces (repeatable); default: watch_namespaces, else all",
+        help="plan, admit and follow jobs only in these namespaces (repeatable); default: "
+        "the watch_namespaces setting, or all",
     )
     ap.add_argument(
         "--liveness",
@@ -30,11 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
-    if args.namespace:
-        # The flags win over the settings' watch_namespaces; the handlers read
-        # the settings, so both name the same namespaces.
-        os.environ["ZOPILOT_OPERATOR_WATCH_NAMESPACES"] = json.dumps(args.namespace)
-    namespaces = list(OperatorSettings().watch_namespaces)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -42,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("kopf.objects", "kopf.activities.probe", "kubernetes.client.rest", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     assert handlers.startup  # the handlers register on import
+    if args.namespace:
+        # The operator's settings carry it to admission's lists and the pod watch.
+        os.environ[f"{ENV_PREFIX}WATCH_NAMESPACES"] = json.dumps(args.namespace)
+    namespaces = OperatorSettings().watch_namespaces
     try:
         asyncio.run(
             kopf.operator(

@@ -9,16 +9,18 @@ because the operator must not import the worker):
 * exit 2 (:data:`EXIT_PERMANENT`): the job cannot succeed as specified;
 * exit 75 (:data:`EXIT_RETRIABLE`, sysexits' EX_TEMPFAIL): try again later;
 * exit 76 (:data:`EXIT_GPU_OOM`): CUDA ran out of memory: re-planned with more
-  GPU memory, like OOMKilled;
+  GPU memory;
 * anything else (a crash, a signal): retriable, up to ``spec.retries``.
 
-Kubernetes adds: container reason ``OOMKilled`` (re-planned with more GPU
-memory: the pod has no host-memory limit, so this is the OOM killer acting on
-a worker that outgrew its plan, or the dev pod runner's simulation of it),
+Kubernetes adds: container reason ``OOMKilled`` (the kernel's OOM killer: host
+RAM, not GPU memory; retried with a larger memory request, see ``retry.py``),
 pod reason ``DeadlineExceeded`` (permanent, like a Job's activeDeadlineSeconds:
 the same batch would run out of time again; raise spec.deadlineSeconds or split
-it), ``Evicted`` and an externally deleted pod (retriable), and a pod that
-never starts within ``pod_pending_timeout_s`` (retriable, after deleting it).
+it), disruptions (pod reason ``Evicted``, a ``DisruptionTarget`` condition from
+a drain, preemption or the taint manager, a node shutdown, a node that is gone:
+retried without using up ``spec.retries``), an externally deleted pod
+(retriable), and a pod that never starts within ``pod_pending_timeout_s``
+(retriable, after deleting it).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from zopilot_operator.settings import OperatorSettings
 EXIT_OK = 0
 EXIT_PERMANENT = 2
 EXIT_RETRIABLE = 75
-# CUDA ran out of memory in the worker: the plan was too small (re-plan, like OOMKilled).
+# CUDA ran out of memory in the worker: the GPU plan was too small (re-plan with more).
 EXIT_GPU_OOM = 76
 SUMMARY_MAX_CHARS = 4096
 MAX_FAILURES = 10  # failed documents copied into status.results
@@ -56,7 +58,9 @@ class Kind(StrEnum):
 class Failure(StrEnum):
     RETRIABLE = "Retriable"
     PERMANENT = "Permanent"
-    OUT_OF_MEMORY = "OutOfMemory"  # retriable after a re-plan with more memory
+    OUT_OF_MEMORY = "OutOfMemory"  # CUDA OOM: retriable after a re-plan with more GPU memory
+    HOST_OUT_OF_MEMORY = "HostOutOfMemory"  # OOMKilled: retriable with a larger memory request
+    DISRUPTED = "Disrupted"  # evicted, drained, node gone: retried without using spec.retries
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ def _worker_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
 def _terminated_failure(term: Mapping[str, Any]) -> tuple[Failure, str]:
     code = term.get("exitCode")
     if term.get("reason") == "OOMKilled":
-        return Failure.OUT_OF_MEMORY, Reason.OOM_KILLED
+        return Failure.HOST_OUT_OF_MEMORY, Reason.OOM_KILLED
     if code == EXIT_GPU_OOM:
         return Failure.OUT_OF_MEMORY, Reason.GPU_OUT_OF_MEMORY
     if code == EXIT_PERMANENT:
@@ -190,6 +194,28 @@ def _terminated_failure(term: Mapping[str, Any]) -> tuple[Failure, str]:
     if code == EXIT_RETRIABLE:
         return Failure.RETRIABLE, Reason.WORKER_RETRIABLE
     return Failure.RETRIABLE, Reason.WORKER_FAILED
+
+
+# Pod-level reasons of a pod the node took away (kubelet eviction, graceful node
+# shutdown, a lost node): not the job's fault.
+_DISRUPTED_POD_REASONS = frozenset(
+    {"Evicted", "Terminated", "Shutdown", "NodeShutdown", "NodeLost"}
+)
+
+
+def _disruption(pod: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) if the cluster took the pod away (eviction, drain, preemption,
+    node shutdown or loss: a ``DisruptionTarget`` condition or such a pod reason)."""
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            why = f"{cond.get('reason', 'DisruptionTarget')}: {cond.get('message', '')}"
+            return Reason.DISRUPTED, f"disrupted by the cluster ({why.strip(': ')})"
+    if status.get("reason") in _DISRUPTED_POD_REASONS:
+        why = f"{status['reason']}: {status.get('message', '')}".strip(": ")
+        reason = Reason.EVICTED if status["reason"] == "Evicted" else Reason.DISRUPTED
+        return reason, f"disrupted by the cluster ({why})"
+    return None
 
 
 def pod_outcome(
@@ -235,9 +261,9 @@ def pod_outcome(
                 "raise it or split the batch"
             )
             return failed(Reason.DEADLINE_EXCEEDED, message, Failure.PERMANENT)
-        if status.get("reason") == "Evicted":
-            message = f"evicted: {status.get('message', '')}".strip()
-            return failed(Reason.EVICTED, message, Failure.RETRIABLE)
+        disruption = _disruption(pod)
+        if disruption is not None:
+            return failed(*disruption, Failure.DISRUPTED)
         if not term:
             message = status.get("message") or "the worker pod failed without a container status"
             return failed(Reason.WORKER_FAILED, message, Failure.RETRIABLE)
@@ -250,6 +276,9 @@ def pod_outcome(
             message += f": {' '.join(detail.split())[:512]}"
         return failed(reason, message, failure)
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        disruption = _disruption(pod)
+        if disruption is not None:
+            return failed(*disruption, Failure.DISRUPTED)
         return failed(Reason.POD_DELETED, "the worker pod is being deleted", Failure.RETRIABLE)
     if phase == "Running" and running:
         return PodOutcome(Kind.RUNNING, Reason.RUNNING, "worker running", started_at=started)

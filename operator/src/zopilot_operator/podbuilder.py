@@ -3,10 +3,12 @@
 Choices worth knowing:
 
 * **One pod per attempt, across restarts.** The name is a function of the job
-  and the attempt (``<job>-a<attempt>``, hashed down to 63 characters), so a
-  second create for the same attempt fails with 409 AlreadyExists instead of
-  starting a second worker; ``kube.create_pod`` then checks that the existing
-  pod is this job's (:func:`pod_belongs_to`).
+  object and the attempt (``<job>-<uid tag>-a<attempt>``, hashed down to 63
+  characters), so a second create for the same attempt fails with 409
+  AlreadyExists instead of starting a second worker; ``kube.create_pod`` then
+  checks that the existing pod is this job's (:func:`pod_belongs_to`), and so
+  does ``lifecycle.on_attempt`` for every pod it follows. The UID tag means a
+  new job never meets a pod left behind by a deleted job of the same name.
 * **Pinned by node affinity, not ``nodeName``.** A required affinity on the
   node's ``metadata.name`` field keeps the real scheduler in the loop, so it
   still checks ``nvidia.com/gpu`` slots, taints and the node's health;
@@ -15,12 +17,18 @@ Choices worth knowing:
   user 10001, no privilege escalation, all capabilities dropped,
   RuntimeDefault seccomp, read-only root with an emptyDir ``/tmp``, only
   configMap / PVC / emptyDir volumes, no service account token.
+* **The spec as a file.** A ConfigMap owned by the job carries the spec
+  (``spec.json``, gzipped in ``binaryData`` past 1 MB), mounted read-only at
+  ``SPEC_MOUNT`` and passed as ``run-job --spec``: an environment variable
+  would cap it at Linux's 128 KiB per string.
 * **Offline models.** The model claim is mounted read-only and the Hugging Face
   hub is switched off: a missing model fails fast instead of downloading.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 import re
@@ -29,17 +37,29 @@ from typing import Any
 
 from zopilot_common.spec import API_VERSION, KIND, DocumentJobSpec
 
+from zopilot_operator.errors import PermanentError
 from zopilot_operator.gpus import GPU_RESOURCE
+from zopilot_operator.reasons import Reason
 from zopilot_operator.settings import OperatorSettings
 
 WORKER_CONTAINER = "worker"
-SPEC_ENV = "ZOPILOT_JOB_SPEC"
 TERMINATION_LOG = "/dev/termination-log"
-# The worker's entrypoint (``zopilot-worker run-job`` reads the spec from
-# $ZOPILOT_JOB_SPEC); kept in one place so it changes with the worker's CLI.
+# The job's spec reaches the worker as a file: a ConfigMap owned by the job
+# (:func:`build_spec_configmap`), mounted here. Not an environment variable:
+# Linux caps one environment string at 128 KiB, and a spec of 1,000 URLs of up
+# to 2 KiB is larger than that.
+SPEC_MOUNT = "/var/run/zopilot/spec"
+SPEC_KEY = "spec.json"
+SPEC_PATH = f"{SPEC_MOUNT}/{SPEC_KEY}"
+SPEC_FILE_ENV = "ZOPILOT_JOB_SPEC_FILE"
+# A ConfigMap holds at most 1 MiB; this leaves room for its metadata.
+SPEC_MAX_BYTES = 1_000_000
+# The worker's entrypoint; kept in one place so it changes with the worker's CLI.
 WORKER_COMMAND: tuple[str, ...] = (
     "zopilot-worker",
     "run-job",
+    "--spec",
+    SPEC_PATH,
     "--termination-log",
     TERMINATION_LOG,
 )
@@ -78,9 +98,29 @@ def _shorten(text: str, suffix: str, limit: int = MAX_NAME) -> str:
     return f"{prefix}-{digest}{suffix}"
 
 
-def worker_pod_name(job_name: str, attempt: int) -> str:
-    """Deterministic, <= 63 characters, distinct per (job, attempt)."""
-    return _shorten(job_name, f"-a{attempt}")
+def uid_tag(job_uid: str) -> str:
+    """6 hex characters standing for a job's UID in the names of its objects."""
+    return hashlib.sha256(job_uid.encode()).hexdigest()[:6]
+
+
+def worker_pod_name(job_name: str, attempt: int, job_uid: str) -> str:
+    """Deterministic, <= 63 characters, distinct per (job, attempt) and per job *object*.
+
+    The UID's tag keeps a re-created job of the same name (say after ``kubectl
+    delete --cascade=orphan``) from ever meeting a pod its predecessor left behind.
+    """
+    return _shorten(job_name, f"-{uid_tag(job_uid)}-a{attempt}")
+
+
+def attempt_pod_name(job: Mapping[str, Any]) -> str:
+    """The pod of the job's current attempt: the one recorded in status, else the one to create."""
+    status = job.get("status") or {}
+    metadata = job.get("metadata") or {}
+    recorded = status.get("workerPod")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    attempt = int(status.get("attempt") or 1)
+    return worker_pod_name(str(metadata.get("name", "")), attempt, str(metadata.get("uid", "")))
 
 
 def label_value(text: str) -> str:
@@ -157,6 +197,78 @@ def _volumes(
     return volumes, mounts
 
 
+def spec_configmap_name(job_name: str, job_uid: str) -> str:
+    """The ConfigMap with a job's spec: one per job object (immutable once planned)."""
+    return _shorten(job_name, f"-{uid_tag(job_uid)}-spec")
+
+
+def build_spec_configmap(job: Mapping[str, Any], spec: DocumentJobSpec) -> dict[str, Any]:
+    """The ConfigMap with the job's spec as ``spec.json``, owned by the job (the garbage
+    collector deletes it with the job).
+
+    Plain JSON when it fits in a ConfigMap, else gzip in ``binaryData`` (the worker
+    reads either); PermanentError(SpecTooLarge) when even that does not fit.
+    """
+    metadata = job["metadata"]
+    name, namespace, uid = metadata["name"], metadata["namespace"], metadata["uid"]
+    text = json.dumps(spec.to_k8s(), separators=(",", ":"), sort_keys=True)
+    content: dict[str, Any] = {"data": {SPEC_KEY: text}}
+    if len(text.encode()) > SPEC_MAX_BYTES:
+        packed = gzip.compress(text.encode(), compresslevel=9, mtime=0)
+        encoded = base64.b64encode(packed).decode()
+        if len(encoded) > SPEC_MAX_BYTES:
+            raise PermanentError(
+                f"the spec is {len(text.encode())} bytes, {len(encoded)} gzipped and base64 "
+                f"encoded, more than a ConfigMap holds ({SPEC_MAX_BYTES}); split the documents "
+                "over several jobs, or point at a volume with a glob (documents[].volume.path)",
+                reason=Reason.SPEC_TOO_LARGE,
+            )
+        content = {"binaryData": {SPEC_KEY: encoded}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": spec_configmap_name(name, uid),
+            "namespace": namespace,
+            "labels": {
+                LABEL_APP: WORKER_APP,
+                LABEL_COMPONENT: "job-spec",
+                LABEL_MANAGED_BY: OPERATOR_NAME,
+                LABEL_JOB: label_value(name),
+                LABEL_JOB_UID: uid,
+            },
+            "ownerReferences": [_owner(name, uid)],
+        },
+        **content,
+    }
+
+
+def _owner(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def configmap_belongs_to(configmap: Mapping[str, Any], job_uid: str) -> bool:
+    """True if the job with ``job_uid`` is the ConfigMap's controller owner."""
+    refs = (configmap.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == job_uid and ref.get("controller") for ref in refs)
+
+
+def host_memory_request(job: Mapping[str, Any], settings: OperatorSettings) -> str:
+    """The worker's memory request: raised after a host OOM (``status.hostMemoryMiB``),
+    else ``worker_memory_request``."""
+    raised = (job.get("status") or {}).get("hostMemoryMiB")
+    if isinstance(raised, int) and not isinstance(raised, bool) and raised > 0:
+        return f"{raised}Mi"
+    return settings.worker_memory_request
+
+
 def build_worker_pod(
     job: Mapping[str, Any],
     spec: DocumentJobSpec,
@@ -173,8 +285,10 @@ def build_worker_pod(
     node = admission["node"]
     required_mib = int(admission.get("requiredMiB", 0))
     volumes, mounts = _volumes(spec, settings)
+    volumes.append({"name": "spec", "configMap": {"name": spec_configmap_name(name, uid)}})
+    mounts.append({"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True})
     env = {
-        SPEC_ENV: json.dumps(spec.to_k8s(), separators=(",", ":"), sort_keys=True),
+        SPEC_FILE_ENV: SPEC_PATH,
         "ZOPILOT_JOB_NAME": name,
         "ZOPILOT_JOB_NAMESPACE": namespace,
         "ZOPILOT_JOB_UID": uid,
@@ -203,11 +317,12 @@ def build_worker_pod(
         "resources": {
             "requests": {
                 "cpu": settings.worker_cpu_request,
-                "memory": settings.worker_memory_request,
+                "memory": host_memory_request(job, settings),
                 GPU_RESOURCE: "1",
             },
             # Extended resources must be limited; host memory is not, so a
-            # large document does not get the worker killed mid-batch.
+            # large document does not get the worker killed mid-batch. After an
+            # OOMKilled attempt the request grows (status.hostMemoryMiB, retry.py).
             "limits": {GPU_RESOURCE: "1"},
         },
         "volumeMounts": mounts,
@@ -226,7 +341,7 @@ def build_worker_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": worker_pod_name(name, attempt),
+            "name": worker_pod_name(name, attempt, uid),
             "namespace": namespace,
             "labels": {
                 LABEL_APP: WORKER_APP,
@@ -242,16 +357,7 @@ def build_worker_pod(
                 ANNOTATION_GPU_UUID: str(admission.get("uuid", "")),
                 ANNOTATION_JOB_NAME: name,
             },
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "name": name,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [_owner(name, uid)],
         },
         "spec": {
             "restartPolicy": "Never",

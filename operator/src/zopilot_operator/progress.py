@@ -10,6 +10,7 @@ the termination message at the end is authoritative.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,13 +45,22 @@ def parse(text: str) -> Progress | None:
 
 
 def metrics_url(pod: Mapping[str, Any]) -> str | None:
-    """http://<podIP>:<metrics port>/metrics of a running worker pod, or None."""
+    """http://<podIP>:<metrics port>/metrics of a running worker pod, or None.
+
+    An IPv6 pod IP goes in brackets (``http://[fd00::5]:8080/metrics``); a podIP
+    that is no IP address at all gives None.
+    """
     ip = (pod.get("status") or {}).get("podIP")
     containers = (pod.get("spec") or {}).get("containers") or []
     ports = [p for c in containers for p in c.get("ports") or [] if p.get("name") == "metrics"]
     if not ip or not ports:
         return None
-    return f"http://{ip}:{ports[0]['containerPort']}/metrics"
+    try:
+        address = ipaddress.ip_address(str(ip))
+    except ValueError:
+        return None
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{host}:{ports[0]['containerPort']}/metrics"
 
 
 async def read(
@@ -61,6 +71,6 @@ async def read(
         return None
     try:
         r = await client.get(url, timeout=timeout_s)
-    except httpx.HTTPError:
+    except (httpx.HTTPError, httpx.InvalidURL):
         return None
     return parse(r.text) if r.status_code == 200 else None

@@ -60,6 +60,8 @@ class Reason(StrEnum):
     ADMITTED = "Admitted"
     # running
     POD_CREATED = "PodCreated"
+    POD_CREATE_REFUSED = "PodCreateRefused"  # retriable refusal: retried with backoff
+    POD_REJECTED = "PodRejected"  # permanent refusal (invalid, forbidden by policy)
     POD_PENDING = "PodPending"
     RUNNING = "Running"
     PROGRESS = "Progress"
@@ -74,6 +76,9 @@ class Reason(StrEnum):
     INVALID_POD_CONFIG = "InvalidPodConfig"
     POD_STUCK_PENDING = "PodStuckPending"
     POD_DELETED = "PodDeleted"
+    SPEC_TOO_LARGE = "SpecTooLarge"  # even gzipped, more than a ConfigMap holds
+    POD_NAME_TAKEN = "PodNameTaken"  # a pod this job does not own has its pod's name
     EVICTED = "Evicted"
+    DISRUPTED = "Disrupted"  # drained, preempted, node shut down or gone
     RETRY_BACKOFF = "RetryBackoff"
     RETRIES_EXHAUSTED = "RetriesExhausted"

@@ -1,5 +1,6 @@
 """What the handlers share within one operator process: settings, API clients,
-metrics, per-job locks and a short-lived node cache. Created at startup."""
+metrics, per-job locks, the watch caches of jobs and worker pods, the node
+cache and the admission trigger. Created at startup."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from zopilot_operator.errors import OperatorError
 from zopilot_operator.gpus import GpuSample, NodeInfo, largest_gpu_mib, node_info
+from zopilot_operator.jobs import job_key
 from zopilot_operator.kube import Kube
+from zopilot_operator.loops import LoopWatch
 from zopilot_operator.metrics import OperatorMetrics
 from zopilot_operator.prometheus import join_nodes
 from zopilot_operator.services import SERVICE_SELECTOR, service_claims
@@ -28,15 +32,43 @@ NODE_CACHE_S = 5.0
 log = logging.getLogger("zopilot.operator")
 
 
-def api_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+def api_client(pool_size: int = 32) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config.
+
+    ``pool_size`` connections are kept per host, so concurrent writes reuse
+    connections instead of opening (and discarding) new ones.
+    """
+    configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=os.environ.get("KUBECONFIG")
-    )
-    return api
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
+def _version(obj: Mapping[str, Any]) -> int | None:
+    try:
+        return int(str((obj.get("metadata") or {}).get("resourceVersion")))
+    except (TypeError, ValueError):
+        return None
+
+
+def is_older(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Whether ``new`` is an older copy of the same object than ``old``.
+
+    resourceVersions are opaque strings; every API server in practice uses
+    etcd's integer revisions, and when either does not parse the newer copy is
+    assumed to be ``new`` (it arrived last).
+    """
+    if old is None:
+        return False
+    if (new.get("metadata") or {}).get("uid") != (old.get("metadata") or {}).get("uid"):
+        return False
+    a, b = _version(new), _version(old)
+    return a is not None and b is not None and a < b
 
 
 @dataclass
@@ -48,16 +80,33 @@ class Runtime:
     registry: CollectorRegistry
     metrics: OperatorMetrics
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # Watch caches: DocumentJobs (kopf's events and our own writes' responses)
+    # and worker pods (our label-selected watch), by "namespace/name".
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Set by events that may let a job in (a job queued, a GPU released).
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    is_leader: bool = False
+    leader_known: asyncio.Event = field(default_factory=asyncio.Event)  # after the first try
+    # core/v1 Events waiting to be posted (handlers.event_poster).
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
     _exporter_pods: tuple[float, dict[str, str]] = (0.0, {})
+    # Liveness of the background loops (handlers.loops_probe), by loop name.
+    loops: dict[str, LoopWatch] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
-        api = api_client()
+        api = api_client(pool_size=max(8, 2 * settings.admission_write_concurrency))
         registry = CollectorRegistry()
         return cls(
-            settings, Kube(api), api, httpx.AsyncClient(), registry, OperatorMetrics(registry)
+            settings,
+            Kube(api, namespaces=settings.watch_namespaces),
+            api,
+            httpx.AsyncClient(),
+            registry,
+            OperatorMetrics(registry),
         )
 
     def lock(self, key: str) -> asyncio.Lock:
@@ -65,9 +114,44 @@ class Runtime:
         pod events and the resync loop may reach the same job at once."""
         return self._locks[key]
 
+    def loop_watch(self, name: str, interval_s: float) -> LoopWatch:
+        """The liveness watch of background loop ``name`` (created on first use)."""
+        if name not in self.loops:
+            self.loops[name] = LoopWatch(name, interval_s)
+        return self.loops[name]
+
     def forget(self, key: str) -> None:
-        """Drop a deleted job's lock (the map would otherwise grow with every job)."""
+        """Drop a deleted job's lock and cache entry (the maps would otherwise grow)."""
         self._locks.pop(key, None)
+        self.jobs.pop(key, None)
+
+    def watches(self, namespace: str) -> bool:
+        """Whether jobs in ``namespace`` are this operator's (``watch_namespaces``)."""
+        return not self.settings.watch_namespaces or namespace in self.settings.watch_namespaces
+
+    def remember_job(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Cache ``job`` unless the cache holds a newer copy; returns the previous copy."""
+        key = job_key(job)
+        old = self.jobs.get(key)
+        if not is_older(job, old):
+            self.jobs[key] = dict(job)
+        return old
+
+    def remember_jobs(self, jobs: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the job cache with a fresh LIST (keeping copies newer than it)."""
+        fresh: dict[str, dict[str, Any]] = {}
+        for job in jobs:
+            key = job_key(job)
+            old = self.jobs.get(key)
+            fresh[key] = old if old is not None and is_older(job, old) else dict(job)
+        self.jobs = fresh
+
+    def remember_pod(self, kind: str, pod: Mapping[str, Any]) -> None:
+        key = job_key(pod)
+        if kind == "DELETED":
+            self.pods.pop(key, None)
+        elif not is_older(pod, self.pods.get(key)):
+            self.pods[key] = dict(pod)
 
     async def nodes(self, fresh: bool = False) -> list[dict[str, Any]]:
         at, nodes = self._nodes
@@ -98,7 +182,9 @@ class Runtime:
         at, pod_nodes = self._exporter_pods
         if time.monotonic() - at > NODE_CACHE_S:
             try:
-                pods = await self.kube.list_pods(selector, self.settings.dcgm_exporter_namespace)
+                pods, _ = await self.kube.list_worker_pods(
+                    selector, self.settings.dcgm_exporter_namespace or None
+                )
             except OperatorError as e:
                 log.warning("listing dcgm-exporter pods (%s) failed: %s", selector, e)
                 return samples
@@ -113,7 +199,7 @@ class Runtime:
         """Claims of the worker HTTP service's pods in the operator's namespace (the
         chart runs the service there). A failed list counts nothing and is logged."""
         try:
-            pods = await self.kube.list_pods(
+            pods, _ = await self.kube.list_worker_pods(
                 SERVICE_SELECTOR, self.settings.leader_election_namespace
             )
         except OperatorError as e:

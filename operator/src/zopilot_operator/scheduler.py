@@ -11,11 +11,13 @@ restarted operator continues where the last one stopped.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from zopilot_operator import status as st
-from zopilot_operator.admission import AdmissionRound, decide
+from zopilot_operator.admission import AdmissionRound, QueueItem, Waiting, decide, gib
+from zopilot_operator.ceiling import largest_offer_mib, never_offered
 from zopilot_operator.errors import MetricsUnavailable
 from zopilot_operator.gpus import GpuSample, build_inventory, node_info
 from zopilot_operator.jobs import job_generation, job_key, queue_and_claims
@@ -44,11 +46,36 @@ def admission_round(
         if info is not None
     ]
     inventory = build_inventory(metrics, infos, now, settings)
-    return decide(queue, inventory, claims, now, settings)
+    queue, never_fit = split_never_offered(
+        queue, largest_offer_mib(infos, metrics, settings), settings
+    )
+    return replace(decide(queue, inventory, claims, now, settings), never_fit=never_fit)
+
+
+def split_never_offered(
+    queue: Sequence[QueueItem], ceiling_mib: int | None, settings: OperatorSettings
+) -> tuple[list[QueueItem], tuple[Waiting, ...]]:
+    """(the queue to decide on, the jobs no GPU can ever offer their plan: ``ceiling.py``)."""
+    keep: list[QueueItem] = []
+    never: list[Waiting] = []
+    for item in queue:
+        if never_offered(item.required_mib, ceiling_mib, settings):
+            message = (
+                f"needs {gib(item.required_mib)} + {gib(settings.safety_margin_mib)} margin, "
+                f"but no GPU can ever offer more than {gib(ceiling_mib or 0)} (its memory "
+                "less what the driver reserves)"
+            )
+            never.append(Waiting(item, Reason.NEVER_FITS, message))
+        else:
+            keep.append(item)
+    return keep, tuple(never)
 
 
 def round_updates(
-    round_: AdmissionRound, jobs: Iterable[Mapping[str, Any]], now: datetime
+    round_: AdmissionRound,
+    jobs: Iterable[Mapping[str, Any]],
+    now: datetime,
+    settings: OperatorSettings | None = None,
 ) -> dict[str, Update]:
     """Per job key ("ns/name"): the status patch and events the round calls for.
 
@@ -58,6 +85,10 @@ def round_updates(
     """
     by_key = {job_key(j): j for j in jobs}
     updates: dict[str, Update] = {}
+    for never in round_.never_fit:
+        job = by_key.get(never.item.key)
+        if job is not None:
+            updates[never.item.key] = never_fit_update(job, never, now, settings)
     for admission in round_.admitted:
         job = by_key.get(admission.item.key)
         if job is None:
@@ -80,3 +111,19 @@ def round_updates(
             events = (Event(kind, waiting.reason, waiting.message),)
         updates[waiting.item.key] = Update(patch, events)
     return updates
+
+
+def never_fit_update(
+    job: Mapping[str, Any], never: Waiting, now: datetime, settings: OperatorSettings | None
+) -> Update:
+    """Fail a queued job whose plan no GPU can ever offer (NeverFits), with the numbers."""
+    status, generation = job.get("status") or {}, job_generation(job)
+    patch = st.failed(
+        status,
+        Reason.NEVER_FITS,
+        never.message,
+        now=now,
+        generation=generation,
+        settings=settings or OperatorSettings(),
+    )
+    return Update(patch, (Event(EventType.WARNING, Reason.NEVER_FITS, never.message),))

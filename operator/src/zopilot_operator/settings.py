@@ -12,11 +12,13 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "ZOPILOT_OPERATOR_"
+
 
 class OperatorSettings(BaseSettings):
     """Configuration of one operator process (read once at start)."""
 
-    model_config = SettingsConfigDict(env_prefix="ZOPILOT_OPERATOR_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     # --- Prometheus / DCGM ---------------------------------------------------
     prometheus_url: str = Field(
@@ -76,8 +78,30 @@ class OperatorSettings(BaseSettings):
     admission_interval_s: float = Field(
         default=10.0,
         gt=0,
-        description="Seconds between admission rounds. Well below the 30 s DCGM sample "
-        "period would only re-read the same numbers; 10 s keeps queue latency low.",
+        description="Seconds between admission rounds when no event triggers one (see "
+        "admission_debounce_s): catches node and DCGM changes, which are not watched. Well "
+        "below the 30 s DCGM sample period would only re-read the same numbers.",
+    )
+    admission_debounce_s: float = Field(
+        default=0.1,
+        ge=0,
+        description="Seconds an admission round waits after the event that triggered it (a "
+        "job created or queued, a GPU released) so a burst of events, such as 1,000 jobs "
+        "applied at once, becomes a few rounds instead of one per job. Rounds also run every "
+        "admission_interval_s without any event (node or metrics changes).",
+    )
+    admission_on_events: bool = Field(
+        default=True,
+        description="Run a round shortly after an event that may let a job in. False: rounds "
+        "only every admission_interval_s (kept to measure what event triggering gains).",
+    )
+    admission_write_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Status patches (and their events) one round writes at a time. One after "
+        "the other, 400 admissions wait 400 round trips; the API server's default "
+        "max-mutating-requests-inflight is 200 for all clients together.",
     )
     starvation_age_s: float = Field(
         default=900.0,
@@ -178,6 +202,13 @@ class OperatorSettings(BaseSettings):
         description="Override of the worker container's command (a JSON list). Empty: "
         "the worker's own `zopilot-worker run-job`. For stand-in workers in development.",
     )
+    watch_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces whose DocumentJobs this operator plans, admits and follows, and "
+        "whose worker pods it watches (JSON list in the env). Empty: all namespaces. The "
+        "command line's --namespace sets it too. Another operator may own the other "
+        "namespaces; GPU capacity is then shared between them without coordination.",
+    )
     leader_election_namespace: str = Field(
         default="default",
         description="Namespace of the Lease that elects the one instance running the "
@@ -200,12 +231,6 @@ class OperatorSettings(BaseSettings):
         ge=0,
         lt=65536,
         description="Port of the operator's own /metrics (zopilot_operator_*).",
-    )
-    watch_namespaces: list[str] = Field(
-        default_factory=list,
-        description="Namespaces whose DocumentJobs this operator handles (JSON list in the "
-        "env; the --namespace flags set it too). Empty: all namespaces. The chart's "
-        "watchNamespaces sets it together with namespaced RBAC.",
     )
     # --- DCGM node join -----------------------------------------------------------
     dcgm_node_labels: list[str] = Field(

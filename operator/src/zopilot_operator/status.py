@@ -130,8 +130,33 @@ def pod_created(
 ) -> dict[str, Any]:
     return (
         _Patch(status, now, generation)
-        .set(workerPod=pod_name)
+        .set(workerPod=pod_name, podCreateFailures=None, podCreateRetryAt=None)
         .condition(ConditionType.RUNNING, False, Reason.POD_CREATED, f"pod {pod_name} created")
+        .build()
+    )
+
+
+def pod_create_refused(
+    status: Mapping[str, Any],
+    message: str,
+    *,
+    failures: int,
+    retry_at: datetime,
+    now: datetime,
+    generation: int | None,
+) -> dict[str, Any]:
+    """Creating the pod was refused for a reason that may pass (quota, 429/5xx, a
+    ServiceAccount not there yet): still Admitted, the reason on the job, next try at
+    ``retry_at``."""
+    return (
+        _Patch(status, now, generation)
+        .set(
+            reason=Reason.POD_CREATE_REFUSED,
+            message=message,
+            podCreateFailures=failures,
+            podCreateRetryAt=format_time(retry_at),
+        )
+        .condition(ConditionType.RUNNING, False, Reason.POD_CREATE_REFUSED, message)
         .build()
     )
 
@@ -233,10 +258,14 @@ def failed(
     patch = (
         _Patch(status, now, generation)
         .phase(Phase.FAILED, reason, message)
-        .set(finishedAt=format_time(now), **_accrued(status, gpu_seconds, settings))
+        .set(
+            finishedAt=format_time(now),
+            podCreateRetryAt=None,
+            **_accrued(status, gpu_seconds, settings),
+        )
         .condition(ConditionType.FAILED, True, reason, message)
     )
-    if status.get("startedAt") or status.get("workerPod"):
+    if status.get("startedAt") or status.get("workerPod") or status.get("podCreateFailures"):
         patch.condition(ConditionType.RUNNING, False, reason, message)
     return patch.build()
 
@@ -275,6 +304,9 @@ def retrying(
 ) -> dict[str, Any]:
     """Back to Queued for ``step.attempt`` at ``step.eligible_at``; the claim is released.
 
+    ``hostMemoryMiB`` (the worker pod's memory request after a host OOM) and
+    ``disruptions`` (attempts not counted against spec.retries) carry over.
+
     ``queuedAt`` is set to when the attempt may be admitted (in the future during
     the backoff); arrival order still comes from creationTimestamp.
     """
@@ -289,6 +321,10 @@ def retrying(
             admission=None,
             workerPod=None,
             startedAt=None,
+            podCreateFailures=None,
+            podCreateRetryAt=None,
+            hostMemoryMiB=step.host_memory_mib,
+            disruptions=step.disruptions or None,
             **_accrued(status, failure.gpu_seconds, settings),
         )
         .condition(ConditionType.RUNNING, False, failure.reason, failure.message)

@@ -14,7 +14,12 @@ from typing import Any, Self
 
 from zopilot_operator.clock import format_time
 from zopilot_operator.gpus import GpuSample
-from zopilot_operator.podbuilder import WORKER_CONTAINER
+from zopilot_operator.podbuilder import (
+    LABEL_ATTEMPT,
+    LABEL_JOB_UID,
+    WORKER_CONTAINER,
+    worker_pod_name,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 RTX_4090 = "NVIDIA GeForce RTX 4090"
@@ -207,6 +212,19 @@ class PodBuilder(_Builder):
             }
         )
 
+    @classmethod
+    def of(cls, job: Mapping[str, Any], attempt: int | None = None) -> PodBuilder:
+        """The worker pod of ``job``'s attempt (default: its ``status.attempt``), owned by it
+        as the operator creates it (labels and controller ownerReference)."""
+        meta = job["metadata"]
+        n = attempt or int((job.get("status") or {}).get("attempt") or 1)
+        pod = cls(worker_pod_name(meta["name"], n, meta["uid"]), meta["namespace"])
+        pod._obj["metadata"]["labels"] = {LABEL_JOB_UID: meta["uid"], LABEL_ATTEMPT: str(n)}
+        pod._obj["metadata"]["ownerReferences"] = [
+            {"kind": "DocumentJob", "name": meta["name"], "uid": meta["uid"], "controller": True}
+        ]
+        return pod
+
     def _container(self, state: dict[str, Any]) -> Self:
         self._status["containerStatuses"] = [{"name": WORKER_CONTAINER, "state": state}]
         return self
@@ -272,15 +290,16 @@ def sample(
     used_mib: int | None = None,
     sampled_at: datetime = T0,
     total_mib: int = RTX_4090_MIB,
+    reserved_mib: int = 0,
 ) -> GpuSample:
-    """A DCGM sample; ``used_mib`` defaults to ``total_mib - free_mib`` (no reserved)."""
+    """A DCGM sample; ``used_mib`` defaults to ``total_mib - free_mib - reserved_mib``."""
     return GpuSample(
         node=node,
         gpu=gpu,
         uuid=f"GPU-{node}-{gpu}",
         model_name=RTX_4090,
         free_mib=free_mib,
-        used_mib=total_mib - free_mib if used_mib is None else used_mib,
-        reserved_mib=0,
+        used_mib=total_mib - free_mib - reserved_mib if used_mib is None else used_mib,
+        reserved_mib=reserved_mib,
         sample_time=sampled_at,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
 from pathlib import Path
@@ -74,6 +75,16 @@ def test_spec_from_env_file_and_whole_object(tmp_path: Path) -> None:
     assert isinstance(load_spec(path, {}), DocumentJobSpec)
     with pytest.raises(InvalidSpec, match="cannot read"):
         load_spec(tmp_path / "missing.json", {})
+
+
+def test_spec_file_may_be_gzipped(tmp_path: Path) -> None:
+    # The operator gzips specs past 1 MB into the ConfigMap it mounts as --spec.
+    path = tmp_path / "spec.json"
+    path.write_bytes(gzip.compress(json.dumps(SPEC).encode()))
+    assert load_spec(path, {}).tasks[0] == "extract"
+    path.write_bytes(gzip.compress(json.dumps(SPEC).encode())[:20])  # truncated
+    with pytest.raises(InvalidSpec, match="cannot read the spec file"):
+        load_spec(path, {})
 
 
 def _sources(*items: dict[str, object]) -> list[DocumentSource]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,15 +21,18 @@ class InvalidSpec(Exception):
 
 
 def load_spec(path: Path | None, environ: Mapping[str, str] = os.environ) -> DocumentJobSpec:
-    """Read ``--spec PATH`` or else ``$ZOPILOT_JOB_SPEC``.
+    """Read ``--spec PATH`` (JSON, or gzipped JSON) or else ``$ZOPILOT_JOB_SPEC``.
 
     Accepts the bare spec or a whole DocumentJob object (``{"kind": ..., "spec": {...}}``),
     as ``kubectl get -o json`` prints it.
     """
     if path is not None:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            raw = path.read_bytes()
+            if raw[:2] == b"\x1f\x8b":  # gzip: the operator packs specs past 1 MB so
+                raw = gzip.decompress(raw)  # they fit the ConfigMap it mounts them from
+            text = raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise InvalidSpec(f"cannot read the spec file {path}: {exc}") from None
         origin = str(path)
     elif environ.get(SPEC_ENV):
