@@ -184,7 +184,12 @@ class Exporter:
                     s.frozen = (ts + 1, free, used, reserved)
                     rows.append((s.gpu, [free, used, reserved], f" {ts + 1}"))
                 else:
-                    rows.append((s.gpu, list(s.sample()), f" {self._last_scrape_ms}"))
+                    # Pod-style series go unstamped: Prometheus writes staleness
+                    # markers only for unstamped series, so when the style switches
+                    # back they vanish at once instead of lingering for the 5 min
+                    # lookback (tests switch styles on a shared Prometheus).
+                    stamp = "" if style == "pod" else f" {self._last_scrape_ms}"
+                    rows.append((s.gpu, list(s.sample()), stamp))
         out: list[str] = []
         for name, (help_text, i) in families.items():
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
