@@ -110,8 +110,32 @@ build_gobin() {
   done
 }
 
+# build_monitoring_crds: prometheus-operator's CRDs generated from its Go API
+# types (module .../pkg/apis/monitoring) by controller-gen, into
+# $cache/crds/prometheus-operator-<version>/ (the chart tests' dry-runs).
+build_monitoring_crds() {
+  local v="$PROMETHEUS_OPERATOR_VERSION" cg="$CONTROLLER_TOOLS_VERSION"
+  local d="$cache/src/monitoring-crds-$v" out="$cache/crds/prometheus-operator-$v"
+  local api="github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring"
+  [[ -f "$out/monitoring.coreos.com_servicemonitors.yaml" ]] && return
+  build_gobin controller-gen "$cg" "-s -w" sigs.k8s.io/controller-tools/cmd/controller-gen
+  log "generating prometheus-operator $v CRDs with controller-gen $cg"
+  mkdir -p "$d"
+  (
+    cd "$d"
+    [[ -f go.mod ]] || go mod init zopilot.dev/monitoringcrds >/dev/null 2>&1
+    printf '//go:build tools\n\npackage tools\n\nimport _ "%s/v1"\n' "$api" > tools.go
+    go get "$api@$v" >/dev/null
+    go mod tidy >/dev/null
+    rm -rf "$out.tmp"
+    "$bin/controller-gen-$cg/controller-gen" crd:crdVersions=v1 "paths=$api/v1" "output:crd:dir=$out.tmp"
+    rm -rf "$out" && mv "$out.tmp" "$out"
+  )
+}
+
 build_kube
 build_etcd
+build_monitoring_crds
 build_gobin kwok "$KWOK_VERSION" "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
   sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 build_gobin helm "$HELM_VERSION" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \

@@ -15,11 +15,20 @@ scraped by the real Prometheus. The numbers come from two sources:
   ``{"frozen": true}`` (keep serving the current sample with an old,
   barely advancing timestamp: a stale exporter as Prometheus sees it); ``DELETE /gpus/<key>`` and
   ``POST /reset`` clear overrides. ``GET /gpus`` shows the state.
+
+The node label follows ``--host-label`` (or ``PUT /labels {"style": ...}``):
+``node`` (default) writes ``Hostname="<node>"``, as an exporter on the host
+network does; ``hostname`` writes ``hostname="<node>"``, as dcgm-exporter 4.x
+names the label; ``pod`` writes ``Hostname="<exporter pod name>"``
+(:func:`exporter_pod_name`), as a real exporter pod does without hostNetwork,
+so the operator must map the pod to its node through the API. ``/reset``
+restores the style the exporter started with.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import threading
@@ -40,6 +49,22 @@ REQUIRED_MIB_ANNOTATION = "zopilot.dev/required-mib"
 # (driver/ECC bookkeeping); a constant keeps free + used + reserved == total.
 DEFAULT_RESERVED_MIB = 300
 DRIVER_VERSION = "550.54.15"
+LABEL_STYLES = ("node", "hostname", "pod")
+EXPORTER_POD_PREFIX = "dcgm-exporter-"
+
+
+def exporter_pod_name(node: str) -> str:
+    """The name a DaemonSet pod of dcgm-exporter on ``node`` has here (stable per node)."""
+    return EXPORTER_POD_PREFIX + hashlib.sha256(node.encode()).hexdigest()[:5]
+
+
+def host_label(style: str, node: str) -> str:
+    """The exposition's node label for ``node`` in a label ``style``."""
+    if style == "hostname":
+        return f'hostname="{node}"'
+    if style == "pod":
+        return f'Hostname="{exporter_pod_name(node)}"'
+    return f'Hostname="{node}"'
 
 
 @dataclass
@@ -64,7 +89,10 @@ class GPUState:
 
 
 class Exporter:
-    def __init__(self, gpus: list[SimulatedGPU]) -> None:
+    def __init__(self, gpus: list[SimulatedGPU], label_style: str = "node") -> None:
+        if label_style not in LABEL_STYLES:
+            raise ValueError(f"label style {label_style!r}: use one of {', '.join(LABEL_STYLES)}")
+        self._default_style = self.label_style = label_style
         self._lock = threading.Lock()
         self._state = {g.uuid: GPUState(g) for g in gpus}
         # Time (ms) of the last scrape served. Every sample carries an explicit
@@ -93,8 +121,22 @@ class Exporter:
                 s.frozen = (self._last_scrape_ms + 1, *s.sample()) if body["frozen"] else None
             return self._describe(s)
 
+    def set_label_style(self, style: str) -> dict[str, Any]:
+        if style not in LABEL_STYLES:
+            raise ValueError(f"label style {style!r}: use one of {', '.join(LABEL_STYLES)}")
+        with self._lock:
+            self.label_style = style
+        return self.labels()
+
+    def labels(self) -> dict[str, Any]:
+        """The label style and, per node, the exporter pod name the pod style uses."""
+        nodes = sorted({s.gpu.node for s in self._state.values()})
+        return {"style": self.label_style, "pods": {n: exporter_pod_name(n) for n in nodes}}
+
     def clear(self, key: str | None = None) -> None:
         with self._lock:
+            if key is None:
+                self.label_style = self._default_style
             for s in self._state.values():
                 if key is None or key in (s.gpu.uuid, s.gpu.node):
                     s.base_used_mib, s.pinned_free_mib, s.frozen = 0, None, None
@@ -131,6 +173,7 @@ class Exporter:
             "DCGM_FI_DEV_FB_RESERVED": ("Framebuffer memory reserved (in MiB).", 2),
         }
         with self._lock:
+            style = self.label_style
             self._last_scrape_ms = int(time.time() * 1000)
             rows: list[tuple[SimulatedGPU, list[int], str]] = []
             for s in self._state.values():
@@ -148,7 +191,7 @@ class Exporter:
             for gpu, vals, stamp in rows:
                 labels = (
                     f'gpu="{gpu.index}",UUID="{gpu.uuid}",device="{gpu.device}",'
-                    f'modelName="{gpu.model_name}",Hostname="{gpu.node}",'
+                    f'modelName="{gpu.model_name}",{host_label(style, gpu.node)},'
                     f'DCGM_FI_DRIVER_VERSION="{DRIVER_VERSION}"'
                 )
                 out.append(f"{name}{{{labels}}} {vals[i]}{stamp}")
@@ -218,6 +261,8 @@ def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
                 self._send(200, exporter.exposition(), "text/plain; version=0.0.4")
             elif self.path == "/gpus":
                 self._send(200, json.dumps(exporter.describe()))
+            elif self.path == "/labels":
+                self._send(200, json.dumps(exporter.labels()))
             elif self.path == "/health":
                 self._send(200, '{"ok": true}')
             else:
@@ -227,6 +272,9 @@ def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
             key = self.path.removeprefix("/gpus/")
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if self.path == "/labels":
+                    self._send(200, json.dumps(exporter.set_label_style(str(body.get("style")))))
+                    return
                 self._send(200, json.dumps(exporter.set_override(key, body)))
             except KeyError:
                 self._send(404, json.dumps({"error": f"no simulated GPU {key!r}"}))
@@ -257,10 +305,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpus", type=Path, required=True, help="JSON list of simulated GPUs")
     ap.add_argument("--kubeconfig", help="follow worker pods through this cluster")
     ap.add_argument("--follow-delay", type=float, default=2.0)
+    ap.add_argument(
+        "--host-label",
+        choices=LABEL_STYLES,
+        default="node",
+        help="node label style: Hostname=<node>, hostname=<node>, or Hostname=<exporter pod>",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     gpus = [SimulatedGPU(**g) for g in json.loads(args.gpus.read_text())]
-    exporter = Exporter(gpus)
+    exporter = Exporter(gpus, args.host_label)
     stop = threading.Event()
     if args.kubeconfig:
         threading.Thread(

@@ -59,6 +59,7 @@ from zopilot_operator.jobs import (
     job_key,
     job_phase,
     phase_counts,
+    queue_and_claims,
     resync_action,
 )
 from zopilot_operator.kube import build_event, to_kopf_error
@@ -74,7 +75,7 @@ from zopilot_operator.lifecycle import (
 from zopilot_operator.merge import compose_patches, merge_patch
 from zopilot_operator.podbuilder import attempt_pod_name
 from zopilot_operator.prometheus import query_gpu_memory
-from zopilot_operator.reasons import ACTIVE_PHASES, EventType, Phase, Reason
+from zopilot_operator.reasons import ACTIVE_PHASES, TERMINAL_PHASES, EventType, Phase, Reason
 from zopilot_operator.retry import largest_node_memory_mib
 from zopilot_operator.runtime import Runtime
 from zopilot_operator.scheduler import admission_round, round_updates
@@ -192,6 +193,9 @@ async def apply(
             # Our write's result is newer than anything the watch has delivered;
             # the next round must count this admission even before its event.
             r.remember_job(written)
+        r.metrics.observe_usage(ns, job.get("status") or {}, patch)
+        if patch.get("phase") in TERMINAL_PHASES:
+            r.metrics.observe_finished(str(patch["phase"]), str(patch.get("reason") or ""))
     for ev in events:
         # Posted in the background: decisions are not held up by their events.
         r.events.put_nowait(
@@ -462,7 +466,10 @@ async def admission_loop(r: Runtime) -> None:
             was_leader = r.is_leader
             r.is_leader = await elector.ensure()
             r.leader_known.set()
+            r.metrics.admission_leader.set(1 if r.is_leader else 0)
             if not r.is_leader:
+                if was_leader:
+                    r.metrics.clear_leader_gauges()
                 last_full = time.monotonic()
                 continue
             # A fresh LIST on every interval round and on taking over; the
@@ -491,6 +498,8 @@ async def admit_once(
         r.remember_jobs(await r.kube.list_jobs())
     jobs = [j for j in r.jobs.values() if r.watches(j["metadata"]["namespace"])]
     r.metrics.set_phase_counts(phase_counts(jobs))
+    queue, claims = queue_and_claims(jobs)
+    r.metrics.set_reservations(claims, queue)
     if not any(job_phase(j) in (None, Phase.QUEUED) for j in jobs):
         return
     nodes = await r.nodes(fresh=fresh)
@@ -511,7 +520,8 @@ async def admit_once(
     samples: Any = ()
     if any(job_phase(j) is Phase.QUEUED for j in jobs):
         try:
-            samples = await query_gpu_memory(r.settings, r.http)
+            samples = await r.join_nodes(await query_gpu_memory(r.settings, r.http), nodes)
+            r.metrics.set_unmatched(claims, samples, r.settings)
         except MetricsUnavailable as e:
             r.metrics.prometheus_query_errors.labels(reason=e.reason).inc()
             samples = e

@@ -8,8 +8,12 @@ Two instant queries per round:
   a series up to 5 minutes after its last sample (Prometheus' lookback delta),
   so only ``timestamp()`` tells how old a figure really is.
 
-Series are joined on (node, gpu, UUID). The node is the exporter's ``Hostname``
-label (``hostname`` in some setups; both are accepted). Only GPUs whose
+Series are joined on (node, gpu, UUID). The node is the first of
+``settings.dcgm_node_labels`` a series carries (``Hostname``, ``hostname``,
+``node``, ``nodename``, ``kubernetes_node`` by default). dcgm-exporter's
+``Hostname``/``hostname`` holds the exporter *pod's* name unless it runs with
+hostNetwork, so :func:`join_nodes` maps a value that names no node through the
+exporter pods' ``spec.nodeName`` (the caller lists them). Only GPUs whose
 ``modelName`` is ``settings.gpu_product`` are returned. Every failure becomes
 :class:`MetricsUnavailable` with a reason code and a message for the jobs.
 """
@@ -17,8 +21,9 @@ label (``hostname`` in some setups; both are accepted). Only GPUs whose
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,9 +39,8 @@ USED = "DCGM_FI_DEV_FB_USED"
 RESERVED = "DCGM_FI_DEV_FB_RESERVED"
 FRAMEBUFFER_QUERY = f'{{__name__=~"{FREE}|{USED}|{RESERVED}"}}'
 TIMESTAMP_QUERY = f"timestamp({FREE})"
-NODE_LABELS = ("Hostname", "hostname")
 
-__all__ = ["MetricsUnavailable", "query_gpu_memory"]
+__all__ = ["MetricsUnavailable", "join_nodes", "query_gpu_memory"]
 
 _Key = tuple[str, str, str]
 
@@ -73,8 +77,8 @@ async def _instant(
     return result
 
 
-def _key(labels: Mapping[str, str]) -> _Key | None:
-    node = next((labels[k] for k in NODE_LABELS if labels.get(k)), None)
+def _key(labels: Mapping[str, str], node_labels: Sequence[str]) -> _Key | None:
+    node = next((labels[k] for k in node_labels if labels.get(k)), None)
     if node is None:
         return None
     return (node, str(labels.get("gpu", "")), str(labels.get("UUID", "")))
@@ -106,22 +110,23 @@ async def query_gpu_memory(
     models: dict[_Key, str] = {}
     for series in framebuffer:
         labels = series.get("metric") or {}
-        key, number = _key(labels), _number(series)
+        key, number = _key(labels, settings.dcgm_node_labels), _number(series)
         if key is None or number is None:
             continue
         values.setdefault(key, {})[str(labels.get("__name__"))] = number
         models[key] = str(labels.get("modelName", ""))
     times: dict[_Key, float] = {}
     for series in stamps:
-        key, number = _key(series.get("metric") or {}), _number(series)
+        key = _key(series.get("metric") or {}, settings.dcgm_node_labels)
+        number = _number(series)
         if key is not None and number is not None:
             # Two scrape jobs may export the same GPU: keep the newest sample.
             times[key] = max(number, times.get(key, number))
 
     if not any(FREE in v for v in values.values()):
         raise MetricsUnavailable(
-            f"Prometheus has no {FREE} series with a Hostname label "
-            "(is the DCGM exporter running and scraped?)"
+            f"Prometheus has no {FREE} series with a node label "
+            f"({', '.join(settings.dcgm_node_labels)}): is the DCGM exporter running and scraped?"
         )
     wanted = normalize_product(settings.gpu_product)
     samples = []
@@ -150,3 +155,25 @@ async def query_gpu_memory(
             reason=Reason.NO_MATCHING_GPU,
         )
     return samples
+
+
+def join_nodes(
+    samples: Sequence[GpuSample], node_names: Collection[str], pod_nodes: Mapping[str, str]
+) -> list[GpuSample]:
+    """Samples whose node label names no node, re-labelled with the node of the
+    exporter pod it names (``pod_nodes``: exporter pod name -> spec.nodeName).
+
+    Pure. A sample that names a node, or no known pod, is left as it is. When
+    two samples then describe the same GPU (node, gpu, UUID) — e.g. series from
+    before and after a relabeling change, both within Prometheus' lookback —
+    only the newest is kept, so an old one cannot make the GPU look stale.
+    """
+    newest: dict[tuple[str, str, str], GpuSample] = {}
+    for sample in samples:
+        node = sample.node
+        if node not in node_names and pod_nodes.get(node):
+            sample = dataclasses.replace(sample, node=pod_nodes[node])
+        key = (sample.node, sample.gpu, sample.uuid)
+        if key not in newest or sample.sample_time > newest[key].sample_time:
+            newest[key] = sample
+    return sorted(newest.values(), key=lambda s: (s.node, s.gpu, s.uuid))

@@ -5,6 +5,7 @@ cache and the admission trigger. Created at startup."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -17,13 +18,16 @@ import httpx
 from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
-from zopilot_operator.gpus import NodeInfo, largest_gpu_mib, node_info
+from zopilot_operator.errors import OperatorError
+from zopilot_operator.gpus import GpuSample, NodeInfo, largest_gpu_mib, node_info
 from zopilot_operator.jobs import job_key
 from zopilot_operator.kube import Kube
 from zopilot_operator.loops import LoopWatch
 from zopilot_operator.metrics import OperatorMetrics
+from zopilot_operator.prometheus import join_nodes
 from zopilot_operator.settings import OperatorSettings
 
+log = logging.getLogger("zopilot.operator")
 NODE_CACHE_S = 5.0
 
 
@@ -89,6 +93,7 @@ class Runtime:
     _nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
     # Liveness of the background loops (handlers.loops_probe), by loop name.
     loops: dict[str, LoopWatch] = field(default_factory=dict)
+    _exporter_pods: tuple[float, dict[str, str]] = (0.0, {})
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
@@ -160,3 +165,29 @@ class Runtime:
 
     async def largest_gpu_mib(self) -> int | None:
         return largest_gpu_mib(await self.node_infos(), self.settings)
+
+    async def join_nodes(
+        self, samples: list[GpuSample], nodes: list[dict[str, Any]]
+    ) -> list[GpuSample]:
+        """Samples named after a dcgm-exporter pod, moved to that pod's node.
+
+        The exporter pods are listed only when some sample names no node, and
+        the answer is cached like the nodes; a failed list leaves samples as they are.
+        """
+        names = {str((n.get("metadata") or {}).get("name")) for n in nodes}
+        selector = self.settings.dcgm_exporter_pod_selector
+        if not selector or all(s.node in names for s in samples):
+            return samples
+        at, pod_nodes = self._exporter_pods
+        if time.monotonic() - at > NODE_CACHE_S:
+            try:
+                pods = await self.kube.list_pods(selector, self.settings.dcgm_exporter_namespace)
+            except OperatorError as e:
+                log.warning("listing dcgm-exporter pods (%s) failed: %s", selector, e)
+                return samples
+            pod_nodes = {
+                str(p["metadata"]["name"]): str((p.get("spec") or {}).get("nodeName") or "")
+                for p in pods
+            }
+            self._exporter_pods = (time.monotonic(), pod_nodes)
+        return join_nodes(samples, names, pod_nodes)

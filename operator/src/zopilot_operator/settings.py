@@ -232,3 +232,28 @@ class OperatorSettings(BaseSettings):
         lt=65536,
         description="Port of the operator's own /metrics (zopilot_operator_*).",
     )
+    watch_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces whose DocumentJobs this operator handles (JSON list in the "
+        "env; the --namespace flags set it too). Empty: all namespaces. The chart's "
+        "watchNamespaces sets it together with namespaced RBAC.",
+    )
+    # --- DCGM node join -----------------------------------------------------------
+    dcgm_node_labels: list[str] = Field(
+        default_factory=lambda: ["Hostname", "hostname", "node", "nodename", "kubernetes_node"],
+        description="DCGM series labels that may name a GPU's node, tried in order (JSON list "
+        "in the env). dcgm-exporter's Hostname (hostname since 4.x) holds the exporter "
+        "pod's name unless it runs with hostNetwork; node/nodename/kubernetes_node are what "
+        "scrape relabelings usually add from __meta_kubernetes_pod_node_name.",
+    )
+    dcgm_exporter_pod_selector: str = Field(
+        default="app.kubernetes.io/name=dcgm-exporter",
+        description="Label selector of the dcgm-exporter pods. When a series' node label "
+        "names no node, it is taken for an exporter pod's name and mapped to that pod's "
+        "node through the API. Empty: no fallback (such series are ignored).",
+    )
+    dcgm_exporter_namespace: str = Field(
+        default="",
+        description="Namespace of the dcgm-exporter pods for the pod-name fallback. Empty: "
+        "all namespaces (needs cluster-wide pod list).",
+    )
