@@ -207,7 +207,8 @@ class OperatorSettings(BaseSettings):
         description="Namespaces whose DocumentJobs this operator plans, admits and follows, and "
         "whose worker pods it watches (JSON list in the env). Empty: all namespaces. The "
         "command line's --namespace sets it too. Another operator may own the other "
-        "namespaces; GPU capacity is then shared between them without coordination.",
+        "namespaces; GPU capacity is then shared between them without coordination. The "
+        "chart's watchNamespaces sets it together with namespaced RBAC.",
     )
     leader_election_namespace: str = Field(
         default="default",
@@ -231,12 +232,6 @@ class OperatorSettings(BaseSettings):
         ge=0,
         lt=65536,
         description="Port of the operator's own /metrics (zopilot_operator_*).",
-    )
-    watch_namespaces: list[str] = Field(
-        default_factory=list,
-        description="Namespaces whose DocumentJobs this operator handles (JSON list in the "
-        "env; the --namespace flags set it too). Empty: all namespaces. The chart's "
-        "watchNamespaces sets it together with namespaced RBAC.",
     )
     # --- DCGM node join -----------------------------------------------------------
     dcgm_node_labels: list[str] = Field(
