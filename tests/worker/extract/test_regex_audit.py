@@ -19,6 +19,7 @@ import ast
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,6 +58,21 @@ AUDITED: dict[tuple[str, str | bytes], tuple[bool, str]] = {
         "bounded counts, then one greedy run that ends the match (markdown headings)",
     ),
     ("zopilot_worker/extract/text.py", r"\n{3,}"): (True, "one repeated character"),
+    (
+        "zopilot_worker/extract/sheets.py",
+        rb"<(?:[A-Za-z_][\w.-]{0,31}:)?(row|c)([\s/>][^<>]{0,1024})",
+    ): (
+        True,
+        "starts at '<', bounded runs that cannot pass the next '<' (worksheet XML)",
+    ),
+    ("zopilot_worker/extract/sheets.py", rb"\sr\s*=\s*[\"']([A-Za-z]{0,3})([0-9]{0,7})[\"']"): (
+        True,
+        "literal-separated single-class runs, on one tag's attributes (at most 1 KiB)",
+    ),
+    ("zopilot_worker/extract/sheets.py", rb"<(?:[A-Za-z_][\w.-]{0,31}:)?si[\s/>]"): (
+        True,
+        "starts at '<', one bounded prefix run (shared strings XML)",
+    ),
     ("zopilot_worker/jobrunner/fetch.py", r"^[-._a-zA-Z0-9]+$"): (
         True,
         "anchored, one character class (a ConfigMap key from the job spec)",
@@ -127,9 +143,10 @@ def test_no_other_regex_entry_points() -> None:
 N = 100_000
 
 
-def _adversarial(pattern: str) -> list[str]:
+def _adversarial(pattern: str | bytes) -> list[str]:
     """Long strings made of the pattern's own syntax characters, runs and repetitions."""
-    specials = sorted({c for c in pattern if not c.isalnum()} | {" ", "a", "0", "\n"})
+    source = pattern.decode("latin-1") if isinstance(pattern, bytes) else pattern
+    specials = sorted({c for c in source if not c.isalnum()} | {" ", "a", "0", "\n", "r", "c"})
     pieces = [*specials, "<!--", "<?", "-->", "**", "[a](", "|---", "#" * 7]
     strings = [piece * (N // len(piece)) for piece in pieces]
     strings += ["".join(specials) * (N // len(specials))]
@@ -140,14 +157,16 @@ def _adversarial(pattern: str) -> list[str]:
 @pytest.mark.parametrize(
     "key", [k for k, (untrusted, _) in AUDITED.items() if untrusted], ids=lambda k: repr(k[1])[:40]
 )
-def test_untrusted_patterns_are_linear_on_adversarial_input(key: tuple[str, str]) -> None:
+def test_untrusted_patterns_are_linear_on_adversarial_input(key: tuple[str, str | bytes]) -> None:
     pattern = key[1]
-    compiled = re.compile(pattern, re.MULTILINE | re.DOTALL if pattern.startswith("^") else 0)
+    flags = re.MULTILINE | re.DOTALL if pattern[:1] in ("^", b"^") else 0
+    compiled: re.Pattern[Any] = re.compile(pattern, flags)
     start = time.perf_counter()
-    for text in _adversarial(pattern):
+    for string in _adversarial(pattern):
+        text: str | bytes = string.encode("latin-1") if isinstance(pattern, bytes) else string
         for _ in compiled.finditer(text):
             pass
         compiled.match(text)
         compiled.fullmatch(text)
         # A generous bound: linear patterns take milliseconds here, quadratic ones minutes.
-        assert time.perf_counter() - start < 20.0, f"{pattern!r} is super-linear on {text[:20]!r}"
+        assert time.perf_counter() - start < 20.0, f"{pattern!r} is super-linear on {string[:20]!r}"

@@ -23,6 +23,7 @@ import zipfile
 
 from zopilot_worker.errors import CorruptDocument, DocumentTooLarge
 from zopilot_worker.extract.schema import ExtractSettings, Kind
+from zopilot_worker.extract.sheets import check_sheets
 
 # Real documents have tens to a few hundred parts; 10,000 bounds the cost of
 # walking the directory and of python-docx's package loader.
@@ -152,6 +153,8 @@ def check_ooxml(data: bytes, kind: Kind, settings: ExtractSettings) -> int:
         raise _bomb(kind, f"it inflates {total // compressed}x", f"{total} from {compressed}")
 
     _check_prologs(data, infos, kind)
+    if kind == "xlsx":
+        check_sheets(data, settings)  # the grid pandas would build, before it builds it
     names = {info.filename for info in infos}
     if _REQUIRED[kind] not in names:
         raise CorruptDocument(
