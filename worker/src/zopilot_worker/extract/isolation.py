@@ -207,6 +207,7 @@ class _Child:
     ) -> None:
         self.stopped = False
         self.ready = False
+        self.in_sync = True  # False while a document is out: its answer not yet read
         self.conn, child_conn = context.Pipe(duplex=True)
         self.process = context.Process(
             target=_child_main,
@@ -372,18 +373,24 @@ class ParsingPool:
             try:
                 child.wait_ready()  # not part of the document's time limit
             except ParsingUnavailable:
-                self._discard(child, kill=True)
                 slot = None
-                raise
-            try:
-                return self._run(child, data, filename, content_type, ocr)
-            except (ParsingTimeout, ParserCrashed, ParsingMemoryExceeded):
                 self._discard(child, kill=True)
-                slot = None
-                slot = self._start()  # replaced at once, so the pool keeps its size
                 raise
+            return self._run(child, data, filename, content_type, ocr)
         finally:
+            if slot is not None and not slot.in_sync:
+                # Killed, crashed, out of memory, or interrupted mid-conversation: a child
+                # whose state is unknown is never reused. Replaced at once, so the pool
+                # keeps its size (or lazily, on next use, if that fails now).
+                self._discard(slot, kill=True)
+                slot = self._try_start()
             self._idle.put(slot)
+
+    def _try_start(self) -> _Child | None:
+        try:
+            return self._start()
+        except ParsingUnavailable:
+            return None
 
     def _run(
         self, child: _Child, data: bytes, filename: str, content_type: str | None, ocr: OcrMode
@@ -391,6 +398,7 @@ class ParsingPool:
         conn = child.conn
         timeout = self.limits.timeout_s
         deadline = time.monotonic() + timeout
+        child.in_sync = False  # until its answer to this document has arrived
         try:
             conn.send(("extract", data, filename, content_type, ocr))
             while True:
@@ -407,9 +415,12 @@ class ParsingPool:
                 message = conn.recv()
                 kind = message[0]
                 if kind == "done":
+                    child.in_sync = True
                     document: ExtractedDocument = message[1]
                     return document
                 if kind == "failed":
+                    # A child that ran out of memory leaves by itself: replace it.
+                    child.in_sync = message[1] is not ParsingMemoryExceeded
                     raise _rebuild(*message[1:])
                 started = time.monotonic()
                 conn.send(self._serve_ocr(message))
