@@ -111,3 +111,38 @@ class FetchError(WorkerError):
     def __init__(self, public_message: str, *, retriable: bool, detail: str | None = None) -> None:
         super().__init__(public_message, detail=detail)
         self.retriable = retriable
+
+
+class ParsingLimitExceeded(WorkerError):
+    """A document needed more time or memory to parse than a parsing process is given.
+
+    Parsing runs in a separate process per document (``extract/isolation.py``);
+    the limit ended that process, not the service. Not retriable: the same
+    bytes would hit the same limit.
+    """
+
+    code = "parsing_limit_exceeded"
+    http_status = 422
+
+
+class ParsingTimeout(ParsingLimitExceeded):
+    code = "parsing_timeout"
+
+
+class ParsingMemoryExceeded(ParsingLimitExceeded):
+    code = "parsing_memory_exceeded"
+
+
+class ParserCrashed(WorkerError):
+    """The parser (PDFium is C code) crashed on this document; only its process died."""
+
+    code = "parser_crashed"
+    http_status = 422
+
+
+class ParsingUnavailable(WorkerError):
+    """No parsing process could be started (e.g. the process limit is reached); try later."""
+
+    code = "parsing_unavailable"
+    http_status = 503
+    retriable = True

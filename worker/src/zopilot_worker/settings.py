@@ -173,6 +173,33 @@ class WorkerSettings(BaseSettings):
         "CUDA context, allocator fragmentation, another tenant's growth on a shared GPU.",
     )
 
+    # --- document parsing processes (extract/isolation.py) --------------------
+    parse_processes: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Child processes that parse documents (each one document at a time, "
+        "with its own PDFium). 0: one per CPU this process may run on "
+        "(os.sched_getaffinity), since parsing is CPU-bound.",
+    )
+    parse_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Wall-clock seconds one document may spend being parsed in its child "
+        "process (OCR, done in the service process, is not counted); past it the child is "
+        "killed and the document fails with parsing_timeout (422). 120: ~10x what a "
+        "500-page PDF or a 50 MiB Office file takes on one core.",
+    )
+    parse_memory_limit_mib: int = Field(
+        default=3072,
+        ge=0,
+        description="Address-space limit (RLIMIT_AS) of each parsing process, in MiB; "
+        "0 = unlimited. A document that needs more fails with parsing_memory_exceeded or "
+        "parser_crashed (422). 3072: a child with every parser loaded maps ~300 MiB; "
+        "the rest covers pandas/openpyxl building a sheet from the 200 MiB of XML the "
+        "zip-bomb guard lets through.",
+    )
+
     # --- job runner -----------------------------------------------------------
     fetch_timeout_s: float = Field(
         default=60.0,
