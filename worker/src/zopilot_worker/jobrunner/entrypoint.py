@@ -153,12 +153,7 @@ def _run(
         model_name=classify.model if classify else None,
         quantization=classify.quantization if classify else None,
     )
-    fetcher = Fetcher(
-        max_bytes=settings.max_upload_bytes,
-        timeout_s=settings.fetch_timeout_s,
-        attempts=settings.fetch_attempts,
-        backoff_s=settings.fetch_backoff_s,
-    )
+    fetcher = Fetcher.from_settings(settings)
     try:
         if classify is not None:
             # Load before fetching anything: a model that cannot load fails the job in seconds.
