@@ -22,7 +22,8 @@ LABELS = ["invoice", "receipt", "contract", "other"]
 class FileServer:
     """A loopback HTTP(S) server: ``/files/<name>`` from ``directory``;
     ``/status/<code>/<name>`` answers that status; ``/redirect?to=<url>`` answers 302 to
-    it; ``/trickle/<n>`` sends n bytes, one every ``trickle_s`` seconds. Every request
+    it; ``/trickle/<n>`` sends n bytes, one every ``trickle_s`` seconds; paths in
+    ``failing`` answer 503. Every request
     path is recorded in ``requests``, its Host header in ``hosts``."""
 
     def __init__(
@@ -35,6 +36,7 @@ class FileServer:
         self.directory = directory
         self.requests: list[str] = []
         self.hosts: list[str] = []
+        self.failing: set[str] = set()  # paths that answer 503 for now
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +45,9 @@ class FileServer:
                 server.hosts.append(self.headers.get("Host", ""))
                 query = parse_qs(urlsplit(self.path).query)
                 parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if self.path in server.failing:
+                    self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
+                    return
                 if parts[0] == "redirect":
                     self.send_response(HTTPStatus.FOUND)
                     self.send_header("Location", query["to"][0])
