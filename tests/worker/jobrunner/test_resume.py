@@ -100,7 +100,13 @@ def test_a_new_attempt_never_drops_what_an_earlier_one_wrote(tmp_path: Path) -> 
     with (tmp_path / RESULTS_FILE).open("a") as handle:
         handle.write('{"document_id": "torn", "sou')
 
+    # Temporaries of writes that died with the attempt; and a user's file that is not ours.
+    (tmp_path / f".{RESULTS_FILE}.0123456789ab.tmp").write_text("half")
+    (tmp_path / ".a.pdf.md.ba9876543210.tmp").write_text("half")
+    (tmp_path / ".notes.tmp").write_text("mine")
+
     second = ResultWriter(tmp_path, flush_interval_s=0)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == [".notes.tmp"]
     assert second.previous("a") == _record("a")
     second.add(_record("b"))  # the retried document replaces its earlier record
     lines = [json.loads(line) for line in (tmp_path / RESULTS_FILE).read_text().splitlines()]

@@ -100,6 +100,18 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         fsync_directory(path.parent)
 
 
+def _is_our_temp(name: str) -> bool:
+    """A temporary file of :func:`atomic_write`: ``.<name>.<12 hex digits>.tmp``."""
+    token = name[-16:-4]
+    return (
+        name.startswith(".")
+        and name.endswith(".tmp")
+        and len(name) > 18
+        and name[-17] == "."
+        and all(c in "0123456789abcdef" for c in token)
+    )
+
+
 def is_final(record: dict[str, Any]) -> bool:
     """Whether a recorded document needs no other attempt: done, or failed permanently."""
     error = record.get("error")
@@ -138,8 +150,9 @@ class ResultWriter:
             self._load_previous(directory)
 
     def _load_previous(self, directory: Path) -> None:
-        for stale in directory.glob(f".{RESULTS_FILE}.*.tmp"):
-            stale.unlink(missing_ok=True)  # an earlier attempt died mid-write
+        for stale in directory.iterdir():
+            if _is_our_temp(stale.name):
+                stale.unlink(missing_ok=True)  # an earlier attempt died mid-write
         path = directory / RESULTS_FILE
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
