@@ -148,3 +148,49 @@ def _nowhere() -> Any:
     from pathlib import Path
 
     return Path("/nonexistent-zopilot-test-root")
+
+
+_names = st.one_of(
+    st.sampled_from(["inbox", ".", "..", "a/b", "x\x00y", "a" * 300, "**", "[", "..data"]),
+    st.text(max_size=30),
+)
+_globs = st.one_of(
+    st.sampled_from(
+        ["a/**b", "**", ".", "./", "*/../x", "/etc/passwd", "x\x00y", "a" * 5000, "[!]", "*"]
+    ),
+    st.text(max_size=60),
+)
+
+
+@pytest.fixture(scope="module")
+def mounts(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("mounts")
+    (root / "volumes" / "inbox" / "sub").mkdir(parents=True)
+    (root / "volumes" / "inbox" / "a.txt").write_text("a")
+    (root / "volumes" / "inbox" / "sub" / "b.txt").write_text("b")
+    (root / "configmaps" / "inbox").mkdir(parents=True)
+    (root / "configmaps" / "inbox" / "k").write_text("k")
+    (root / "secret.txt").write_text("outside every mount")
+    return root
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(claim=_names, pattern=_globs, name=_names, key=_names)
+def test_any_volume_or_configmap_source_is_a_per_document_outcome(
+    claim: str, pattern: str, name: str, key: str, mounts: Any, fuzz_fetcher: Any
+) -> None:
+    fetcher, _ = fuzz_fetcher
+    sources = [
+        DocumentSource.model_validate({"volume": {"claimName": claim, "path": pattern}}),
+        DocumentSource.model_validate({"configMap": {"name": name, "key": key}}),
+    ]
+    refs = resolve_documents(
+        sources, configmap_root=mounts / "configmaps", volume_root=mounts / "volumes"
+    )
+    assert len(refs) >= 2
+    for ref in refs:
+        try:
+            data = fetcher.fetch(ref).data
+        except WorkerError:
+            continue
+        assert data in (b"a", b"b", b"k")  # never anything outside the mounts

@@ -182,7 +182,20 @@ def resolve_documents(
             path = configmap_root / cm.name / cm.key
             refs.append(DocumentRef(shown, cm.key, str(path), "configMap"))
         elif source.volume is not None:
-            refs.extend(_expand_volume(source.volume.claim_name, source.volume.path, volume_root))
+            claim, pattern = source.volume.claim_name, source.volume.path
+            try:
+                refs.extend(_expand_volume(claim, pattern, volume_root))
+            except (ValueError, OSError, IndexError, UnicodeError) as exc:
+                # A hostile or odd glob ('a/**b', a NUL byte, a name too long): this source
+                # fails, not the job.
+                shown = _printable(f"volume:{claim}/{pattern}")
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                problem = FetchError(
+                    f"{shown}: the path cannot be used as a glob: {_printable(why, 120)}",
+                    retriable=False,
+                    detail=repr(exc),
+                )
+                refs.append(DocumentRef(shown, "document", "", "volume", problem))
     return with_keys(refs)
 
 
@@ -207,6 +220,12 @@ def _expand_volume(claim: str, pattern: str, volume_root: Path) -> list[Document
             retriable=False,
         )
         return [DocumentRef(shown, PurePosixPath(pattern).name, "", "volume", problem)]
+    if relative == PurePosixPath("."):
+        problem = FetchError(
+            f"{shown}: the path names the claim itself; give a file or a glob such as '*'",
+            retriable=False,
+        )
+        return [DocumentRef(shown, "document", "", "volume", problem)]
     root = (volume_root / claim).resolve()
     matches: list[DocumentRef] = []
     for path in sorted(root.glob(str(relative))):
@@ -335,7 +354,7 @@ class Fetcher:
             data = path.read_bytes()
         except FileNotFoundError:
             raise FetchError(f"{ref.source}: not found (is it mounted?)", retriable=False) from None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
             raise FetchError(
                 f"{ref.source}: cannot be read", retriable=False, detail=repr(exc)
             ) from None
