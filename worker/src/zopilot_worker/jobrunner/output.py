@@ -147,6 +147,8 @@ class ResultWriter:
                 probe.unlink()
             except OSError as exc:
                 raise OutputError(f"the output directory is not writable: {exc.strerror}") from None
+            except ValueError as exc:  # a NUL byte in the claim or path
+                raise OutputError(f"the output directory is not a valid path: {exc}") from None
             self._load_previous(directory)
 
     def _load_previous(self, directory: Path) -> None:
