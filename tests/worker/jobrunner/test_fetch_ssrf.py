@@ -377,3 +377,21 @@ def test_https_to_the_pinned_address_verifies_the_name(
         with pytest.raises(FetchError, match="certificate") as bad:
             fetcher.fetch(ref(url))
         assert bad.value.retriable is False
+
+
+def test_a_resolver_that_never_answers_is_cut_off_by_the_deadline(fetcher_factory: Any) -> None:
+    import threading
+
+    release = threading.Event()
+
+    def hangs(host: str, port: int) -> list[str]:
+        release.wait(120)  # a DNS server that does not answer (released at the end)
+        return ["93.184.215.14"]
+
+    fetcher = fetcher_factory(resolver=hangs, deadline_s=0.5, attempts=2)
+    try:
+        with pytest.raises(FetchError, match="deadline") as late:
+            fetcher.fetch(ref("https://slow-dns.test/a.pdf"))
+        assert late.value.retriable is True
+    finally:
+        release.set()

@@ -26,17 +26,20 @@ documentation and benchmark ranges. IPv4-mapped, NAT64 and 6to4 IPv6
 addresses are judged by the IPv4 address inside them.
 
 It also bounds time: :func:`deadline` sets a monotonic deadline for the
-fetch in progress (a context variable, so per thread), and every connect, TLS
-handshake, read and write is given at most the time left, so a server that
-trickles one byte per read timeout cannot hold a fetch past it.
+fetch in progress (a context variable, so per thread), and every DNS lookup,
+connect, TLS handshake, read and write is given at most the time left, so a
+server that trickles one byte per read timeout (or a resolver that never
+answers) cannot hold a fetch past it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -156,6 +159,18 @@ class AddressPolicy:
         return None
 
 
+_DNS_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_DNS_POOL_LOCK = threading.Lock()
+
+
+def _dns_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _DNS_POOL
+    with _DNS_POOL_LOCK:
+        if _DNS_POOL is None:
+            _DNS_POOL = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="fetch-dns")
+        return _DNS_POOL
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     """All addresses ``getaddrinfo`` gives for ``host`` (TCP), in its order, without repeats."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -247,7 +262,7 @@ class GuardedBackend(httpcore.NetworkBackend):
             texts = [str(literal)]
         else:
             try:
-                texts = self._resolver(host, port)
+                texts = self._lookup(host, port)
             except socket.gaierror as exc:
                 # EAI_AGAIN: the resolver could not answer now; anything else: no such name.
                 temporary = exc.errno == socket.EAI_AGAIN
@@ -271,6 +286,23 @@ class GuardedBackend(httpcore.NetworkBackend):
                     "public addresses (see fetch_allow_private_networks / fetch_private_hosts)"
                 )
         return addresses
+
+    def _lookup(self, host: str, port: int) -> list[str]:
+        """The resolver, bounded by the fetch deadline (getaddrinfo has no timeout of its own:
+        it runs in a helper thread that is abandoned, not killed, when the deadline passes)."""
+        left = time_left()
+        if left is None:
+            return self._resolver(host, port)
+        if left <= 0:
+            raise FetchError(f"no time left to resolve {host!r}", retriable=True)
+        future = _dns_pool().submit(self._resolver, host, port)
+        try:
+            return future.result(timeout=left)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise FetchError(
+                f"resolving {host!r} did not finish within the fetch deadline", retriable=True
+            ) from None
 
     def connect_tcp(
         self,
