@@ -88,7 +88,13 @@ def test_the_same_url_twice_is_two_documents(
 
 
 def _record(key: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"document_id": key, "source": f"s-{key}", "name": key, "error": error}
+    return {
+        "document_id": key,
+        "job_fingerprint": "",
+        "source": f"s-{key}",
+        "name": key,
+        "error": error,
+    }
 
 
 def test_a_new_attempt_never_drops_what_an_earlier_one_wrote(tmp_path: Path) -> None:
@@ -174,3 +180,25 @@ def test_each_file_is_fsynced_before_its_rename_and_the_directory_after(
     monkeypatch.setattr(os, "replace", replace)
     atomic_write(tmp_path / RESULTS_FILE, b"x\n")
     assert events == ["fsync-file", "rename", "fsync-dir"]
+
+
+def test_a_different_job_in_the_same_directory_starts_afresh(
+    tmp_path: Path,
+    file_server: Any,
+    job_settings: Callable[..., WorkerSettings],
+    spec_builder: Callable[..., dict[str, Any]],
+    results_reader: Results,
+) -> None:
+    """Resume is for attempts of one job: a new spec (here: text instead of Markdown)
+    pointed at the same output directory redoes its documents and replaces the records."""
+    (file_server.directory / "a.txt").write_text("A")
+    spec = spec_builder([{"url": f"{file_server.url}/files/a.txt"}], tasks=("extract",))
+    _attempt(spec, job_settings(), tmp_path)
+    [first] = results_reader(tmp_path / "out")
+    spec["extract"] = {"format": "text"}
+    summary = _attempt(spec, job_settings(), tmp_path)
+    assert "resumed" not in summary and summary["done"] == 1
+    [second] = results_reader(tmp_path / "out")
+    assert second["document_id"] == first["document_id"]
+    assert second["job_fingerprint"] != first["job_fingerprint"]
+    assert second["text_path"] and file_server.requests == ["/files/a.txt"] * 2

@@ -38,7 +38,12 @@ from zopilot_worker.jobrunner.exitcodes import (
 )
 from zopilot_worker.jobrunner.fetch import Fetcher, resolve_documents
 from zopilot_worker.jobrunner.observability import create_job_app
-from zopilot_worker.jobrunner.output import OutputError, ResultWriter, resolve_output_dir
+from zopilot_worker.jobrunner.output import (
+    OutputError,
+    ResultWriter,
+    resolve_output_dir,
+    spec_fingerprint,
+)
 from zopilot_worker.jobrunner.report import (
     ProgressReporter,
     build_summary,
@@ -223,7 +228,7 @@ def _run(
     try:
         spec = load_spec(options.spec_path, environ)
         output_dir = resolve_output_dir(spec, options.output, volume_root=settings.volume_root)
-        writer = ResultWriter(output_dir)
+        writer = ResultWriter(output_dir, fingerprint=spec_fingerprint(spec))
     except (InvalidSpec, OutputError) as exc:
         raise JobStopped(EXIT_PERMANENT, str(exc)) from None
 

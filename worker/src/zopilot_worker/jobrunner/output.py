@@ -8,16 +8,20 @@ fsynced; a reader (the user, a retry of the job) never sees half a file and a
 crash never leaves an empty one.
 
 Attempts are idempotent. results.jsonl holds one record per document, keyed
-by ``document_id`` (stable across attempts, see ``DocumentRef.key``). A new
-attempt first reads the records an earlier one left, skips the documents they
-finished (done, or failed for a reason a retry cannot change), and writes the
-union back: earlier records are kept, a retried document's record replaces
-its earlier one. It is rewritten, throttled, as documents finish, so a job
-killed halfway still leaves everything it (and every attempt before it) did.
+by ``document_id`` (stable across attempts, see ``DocumentRef.key``) and
+stamped with ``job_fingerprint`` (a hash of the job spec). A new attempt
+first reads the records an earlier attempt of the same spec left, skips the
+documents they finished (done, or failed for a reason a retry cannot
+change), and writes the union back: earlier records are kept, a retried
+document's record replaces its earlier one. Records of a different spec (a
+new job pointed at the same output directory) are replaced, as before.
+results.jsonl is rewritten, throttled, as documents finish, so a job killed
+halfway still leaves everything it (and every attempt before it) did.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +39,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME_CHARS = 180  # leaves room for a "-2" suffix and ".md" under the usual 255-byte limit
 FILE_MODE = 0o644  # less the umask: readable by the group (and others) that share the volume
 DOCUMENT_ID = "document_id"
+FINGERPRINT = "job_fingerprint"
 _PATH_FIELDS = ("markdown_path", "text_path")
 
 log = logging.getLogger(__name__)
@@ -100,6 +105,12 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         fsync_directory(path.parent)
 
 
+def spec_fingerprint(spec: DocumentJobSpec) -> str:
+    """A short hash of everything in the spec: equal for every attempt of one job."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def _is_our_temp(name: str) -> bool:
     """A temporary file of :func:`atomic_write`: ``.<name>.<12 hex digits>.tmp``."""
     token = name[-16:-4]
@@ -129,10 +140,13 @@ class ResultWriter:
     Reads what earlier attempts wrote there first; see the module docstring.
     """
 
-    def __init__(self, directory: Path | None, *, flush_interval_s: float = 2.0) -> None:
+    def __init__(
+        self, directory: Path | None, *, fingerprint: str = "", flush_interval_s: float = 2.0
+    ) -> None:
         self.directory = directory
-        # document_id -> record, in first-seen order; records without an id (written by an
-        # older worker, or unreadable ids) are kept as they were under "legacy-<n>" keys.
+        self.fingerprint = fingerprint
+        # document_id -> record, in first-seen order (records of this spec without an id are
+        # kept as they were, under "unkeyed-<n>").
         self._records: dict[str, dict[str, Any]] = {}
         self._previous: dict[str, dict[str, Any]] = {}
         self._names: set[str] = set()
@@ -162,7 +176,7 @@ class ResultWriter:
             return
         except OSError as exc:
             raise OutputError(f"cannot read the earlier {RESULTS_FILE}: {exc.strerror}") from None
-        unreadable = 0
+        unreadable = other_job = 0
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -174,17 +188,22 @@ class ResultWriter:
             if not isinstance(record, dict):
                 unreadable += 1
                 continue
+            if record.get(FINGERPRINT, "") != self.fingerprint:
+                other_job += 1
+                continue
             key = record.get(DOCUMENT_ID)
             if isinstance(key, str) and key:
                 self._previous[key] = record
                 self._records[key] = record
             else:
-                self._records[f"legacy-{number}"] = record
+                self._records[f"unkeyed-{number}"] = record
             for field in _PATH_FIELDS:
                 if isinstance(record.get(field), str):
                     self._names.add(record[field])
         if unreadable:
             log.warning("%d unreadable line(s) in the earlier %s dropped", unreadable, path)
+        if other_job:
+            log.warning("%d record(s) of another job spec in %s are replaced", other_job, path)
         log.info("resuming: %d record(s) from earlier attempts in %s", len(self._records), path)
 
     @property
@@ -224,6 +243,7 @@ class ResultWriter:
         return filename
 
     def add(self, record: dict[str, Any]) -> None:
+        record.setdefault(FINGERPRINT, self.fingerprint)
         key = record.get(DOCUMENT_ID) or f"new-{len(self._records)}"
         self._records[key] = record
         self._dirty = True
