@@ -395,3 +395,16 @@ def test_a_resolver_that_never_answers_is_cut_off_by_the_deadline(fetcher_factor
         assert late.value.retriable is True
     finally:
         release.set()
+
+
+def test_environment_proxies_are_not_used(
+    file_server: FileServer, fetcher_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy would connect on our behalf, to addresses the guard never sees."""
+    (file_server.directory / "a.txt").write_text("direct")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    fetcher = fetcher_factory(allow_http=True, policy=AddressPolicy(allow_private=True))
+    assert fetcher.fetch(ref(f"{file_server.url}/files/a.txt")).data == b"direct"
