@@ -146,3 +146,23 @@ class ParsingUnavailable(WorkerError):
     code = "parsing_unavailable"
     http_status = 503
     retriable = True
+
+
+class FetchRefused(FetchError):
+    """A URL (or one of its redirects) is not allowed: wrong scheme, a host outside the
+    allow-list, or an address in a refused range (SSRF protection). Never retried."""
+
+    code = "fetch_refused"
+    http_status = 403
+
+    def __init__(self, public_message: str, *, detail: str | None = None) -> None:
+        super().__init__(public_message, retriable=False, detail=detail)
+
+
+class OcrModelUnavailable(WorkerError):
+    """The OCR model failed to load for a reason other than GPU memory; the next use
+    tries again (a flaky volume, a half-copied model)."""
+
+    code = "ocr_model_load_failed"
+    http_status = 503
+    retriable = True

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from zopilot_common.spec import Quantization
 
@@ -231,6 +231,56 @@ class WorkerSettings(BaseSettings):
         default=Path("/dev/termination-log"),
         description="File for the job summary (at most 4 KiB): Kubernetes' default "
         "terminationMessagePath, which the operator reads into the job status.",
+    )
+
+    # --- job runner: fetch safety, resume, memory plan (issue 10, section 3) ---
+    fetch_allow_http: bool = Field(
+        default=False,
+        description="Fetch plain-http URLs too. Off: only https, so a document's bytes and "
+        "any credentials in its URL are never sent in clear text; redirects to http are "
+        "refused as well.",
+    )
+    fetch_allow_private_networks: bool = Field(
+        default=False,
+        description="Let URLs reach loopback, private (RFC 1918), unique-local, CGNAT and "
+        "other non-global addresses: for tests and on-prem object stores. Link-local and the "
+        "cloud-metadata addresses (169.254.169.254, fd00:ec2::254, 100.100.100.200, ...) stay "
+        "refused even then. Off: a URL can only reach the public internet, on every hop.",
+    )
+    fetch_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="When non-empty, the only hosts a URL (and each of its redirects) may "
+        'name: exact host names or IP literals, or ".example.com" for every sub-domain. The '
+        "address checks still apply. Env: a JSON list.",
+    )
+    fetch_private_hosts: list[str] = Field(
+        default_factory=list,
+        description='Hosts (names or IP literals, ".example.com" for sub-domains) that may '
+        "resolve to private addresses although fetch_allow_private_networks is off: an "
+        "on-prem object store. Link-local and metadata addresses stay refused. Env: a JSON list.",
+    )
+    fetch_max_redirects: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="Redirects followed per fetch; each hop is checked like the first URL. "
+        "5: presigned-URL services redirect once or twice.",
+    )
+    fetch_deadline_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds one document's fetch may take in all: DNS aside, every connect, "
+        "TLS handshake, read, redirect, retry and backoff counts, so a server trickling "
+        "bytes cannot hold a document past it. 300: 50 MiB at ~170 KiB/s.",
+    )
+    required_mib: int = Field(
+        default=0,
+        ge=0,
+        validation_alias=AliasChoices("ZOPILOT_REQUIRED_MIB", "required_mib"),
+        description="The job's GPU-memory plan in MiB, set by the operator as "
+        "$ZOPILOT_REQUIRED_MIB (no ZOPILOT_WORKER_ prefix). `run-job` caps this process's "
+        "CUDA allocations at it, so a worker that outgrows its plan fails itself with a CUDA "
+        "OOM (exit 76, re-planned) instead of its neighbours on a shared GPU. 0: no cap.",
     )
 
     # --- logging --------------------------------------------------------------
