@@ -69,9 +69,10 @@ async def classify(request: Request, state: StateDep) -> ClassifyResponse:
 
 async def _classify_json(request: Request, state: ServiceState) -> ClassifyResponse:
     limiter = state.classify_limiter
-    async with limiter.admit():
+    with state.upload_limiter.reading(limiter.endpoint):
         body = await read_json_body(request, max_bytes=state.settings.max_upload_bytes)
-        payload = _parse_json(body)
+    payload = _parse_json(body)
+    async with limiter.admit():
         started = time.perf_counter()
         result = await limiter.run(
             state.engine.classify_text,
@@ -85,13 +86,14 @@ async def _classify_json(request: Request, state: ServiceState) -> ClassifyRespo
 
 async def _classify_upload(request: Request, state: ServiceState) -> ClassifyResponse:
     limiter = state.classify_limiter
-    async with limiter.admit():
+    with state.upload_limiter.reading(limiter.endpoint):
         form = await read_upload_form(request, max_file_bytes=state.settings.max_upload_bytes)
-        reject_unknown_fields(form.fields, FIELDS)
-        labels = _form_labels(form.fields.get("labels", []))
-        ocr = parse_ocr(form.first("ocr"))
-        tokens = parse_int("max_input_tokens", form.first("max_input_tokens"), low=64, high=32768)
-        upload = form.upload
+    reject_unknown_fields(form.fields, FIELDS)
+    labels = _form_labels(form.fields.get("labels", []))
+    ocr = parse_ocr(form.first("ocr"))
+    tokens = parse_int("max_input_tokens", form.first("max_input_tokens"), low=64, high=32768)
+    upload = form.upload
+    async with limiter.admit():
         started = time.perf_counter()
         # The extraction half counts against /extract's limits: it is the same CPU work.
         async with state.extract_limiter.admit():

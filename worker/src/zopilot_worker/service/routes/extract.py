@@ -44,12 +44,14 @@ REQUEST_BODY = {
 )
 async def extract(request: Request, state: StateDep) -> ExtractResponse:
     limiter = state.extract_limiter
-    async with limiter.admit():
+    # The body first (bounded by its deadline), then a place: slow uploads never hold one.
+    with state.upload_limiter.reading(limiter.endpoint):
         form = await read_upload_form(request, max_file_bytes=state.settings.max_upload_bytes)
-        reject_unknown_fields(form.fields, FIELDS)
-        ocr = parse_ocr(form.first("ocr"))
-        include_text = parse_bool("include_text", form.first("include_text"))
-        upload = form.upload
+    reject_unknown_fields(form.fields, FIELDS)
+    ocr = parse_ocr(form.first("ocr"))
+    include_text = parse_bool("include_text", form.first("include_text"))
+    upload = form.upload
+    async with limiter.admit():
         started = time.perf_counter()
         document = await limiter.run(
             state.engine.extract, upload.data, upload.filename, upload.content_type, ocr=ocr
