@@ -37,7 +37,9 @@ from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from zopilot_common.planner import LOGPROB_CHUNK_ROWS, MAX_LABEL_TOKENS, MAX_LABELS
+from zopilot_common.planner import LOGPROB_CHUNK_ROWS as LOGPROB_CHUNK_ROWS
+from zopilot_common.planner import MAX_LABEL_TOKENS as MAX_LABEL_TOKENS
+from zopilot_common.planner import MAX_LABELS as MAX_LABELS
 
 from zopilot_worker.errors import InvalidLabels
 
