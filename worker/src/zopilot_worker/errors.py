@@ -102,6 +102,42 @@ class NotReady(WorkerError):
     retriable = True
 
 
+class Unauthorized(WorkerError):
+    """No or a wrong bearer token on a route that needs one (ZOPILOT_WORKER_API_TOKEN)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+    def __init__(self, public_message: str, *, www_authenticate: str = "Bearer") -> None:
+        super().__init__(public_message)
+        self.www_authenticate = www_authenticate
+
+
+class RequestBodyTimeout(WorkerError):
+    """The client did not send its request body within the body deadline."""
+
+    code = "request_body_timeout"
+    http_status = 408
+
+
+class RequestDeadlineExceeded(WorkerError):
+    """The request was not answered within the whole-request deadline."""
+
+    code = "deadline_exceeded"
+    http_status = 504
+    retriable = True
+
+
+class ClientDisconnected(WorkerError):
+    """The client went away before its request was read or answered; nobody gets the answer.
+
+    499 is nginx's "client closed request"; it only appears in logs and metrics.
+    """
+
+    code = "client_disconnected"
+    http_status = 499
+
+
 class FetchError(WorkerError):
     """A job input could not be fetched. Retriable unless the source is definitively wrong."""
 

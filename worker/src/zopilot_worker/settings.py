@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from zopilot_common.spec import Quantization
 
@@ -69,6 +69,40 @@ class WorkerSettings(BaseSettings):
         le=65535,
         description="TCP port on which `run-job` serves /metrics and /health while it works; "
         "0 disables it. Same as `port` so the chart's ServiceMonitor finds both modes.",
+    )
+
+    # --- HTTP: authentication and slow clients (issue 10, section 2) ------------
+    api_token: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        description="Bearer token (env ZOPILOT_WORKER_API_TOKEN) that /extract, /classify, "
+        "/docs, /redoc and /openapi.json require when set; compared in constant time. "
+        "/health, /ready and /metrics stay open for kubelets and Prometheus. None: no "
+        "authentication (the Service is cluster-internal; use a NetworkPolicy then).",
+    )
+    body_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds a client has to send its whole request body; slower uploads "
+        "get 408. 120: a 50 MiB upload then needs ~3.5 Mbit/s, any in-cluster client has "
+        "far more, while a client trickling bytes holds its connection at most this long.",
+    )
+    request_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds from the request's arrival to its answer (body, queue, work); "
+        "beyond it the answer is 504 while work already running finishes in the background "
+        "and keeps its slot. 900: a cold Mixtral load (60-180 s) plus a full queue of "
+        "10-30 s documents.",
+    )
+    max_concurrent_uploads: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Request bodies read at once, across endpoints; beyond it 503 + "
+        "Retry-After. Bodies are read before a request takes a place in an endpoint's "
+        "queue, so slow uploads never hold extraction or classification places; this "
+        "bounds the memory they buffer (32 x the upload limit at worst).",
     )
 
     # --- models ---------------------------------------------------------------
