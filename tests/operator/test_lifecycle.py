@@ -224,7 +224,7 @@ def test_default_mixtral_at_nf4_never_fits_a_4090() -> None:
     job = classify_job(classify={"model": "mixtral-8x7b-instruct"})
     status = apply(job, on_created(job, INFOS, at(0), SETTINGS))["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "NeverFits")
-    assert status["message"].startswith("needs 24.7 GiB at nf4; largest GPU offers 23.0 GiB")
+    assert status["message"].startswith("needs 25.1 GiB at nf4; largest GPU offers 23.0 GiB")
 
 
 # ------------------------------------------------- pod creation refused (issue 9)
