@@ -27,6 +27,7 @@ from zopilot_worker.errors import (
     CorruptDocument,
     DocumentTooLarge,
     EmptyDocument,
+    GPUOutOfMemory,
     ParsingMemoryExceeded,
     WorkerError,
 )
@@ -129,6 +130,8 @@ class Extractor:
                 for page in wanted:
                     try:
                         ocr_done[page] = engine.ocr_image(pdf.render(page - 1))
+                    except GPUOutOfMemory:
+                        raise  # the plan was too small: exit 76 and a re-plan, not a warning
                     except Exception:
                         log.exception("OCR of page %d of %r failed", page, name)
                         warnings.append(f"OCR failed on page {page}.")
