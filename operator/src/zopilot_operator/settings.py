@@ -202,6 +202,13 @@ class OperatorSettings(BaseSettings):
         description="Override of the worker container's command (a JSON list). Empty: "
         "the worker's own `zopilot-worker run-job`. For stand-in workers in development.",
     )
+    worker_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for every worker pod (a JSON object), e.g. the job "
+        "runner's fetch policy: ZOPILOT_WORKER_FETCH_ALLOWED_HOSTS, "
+        "ZOPILOT_WORKER_FETCH_PRIVATE_HOSTS, ZOPILOT_WORKER_FETCH_ALLOW_HTTP. Variables the "
+        "operator sets itself (the job, the plan, mounts) cannot be overridden.",
+    )
     watch_namespaces: list[str] = Field(
         default_factory=list,
         description="Namespaces whose DocumentJobs this operator plans, admits and follows, and "
