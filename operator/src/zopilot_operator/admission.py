@@ -11,7 +11,9 @@ Policy:
   ``required_mib`` leaves at least ``safety_margin_mib``, and a pod slot
   (allocatable ``nvidia.com/gpu`` minus claims on the node) is left.
 * **Best fit.** Among fitting nodes, the one left with the least free memory
-  (ties: node name), which keeps large holes for large jobs.
+  (ties: node name), which keeps large holes for large jobs. A job whose last
+  pod the scheduler could not place (``avoid_node``) goes to any other fitting
+  node first, and to that one only if nothing else fits.
 * **Multi-GPU nodes.** The device plugin picks the physical GPU, so a node is
   admitted against as if all its claims sat on its tightest GPU. Safe, but it
   packs a multi-GPU node like one GPU: prefer one GPU per node (or MIG).
@@ -60,6 +62,7 @@ class QueueItem:
     created_at: datetime  # arrival; ordering
     eligible_at: datetime  # status.queuedAt: entered (or, in backoff, will enter) the queue
     required_mib: int
+    avoid_node: str = ""  # where the scheduler could not place its last pod: prefer others
 
     @property
     def key(self) -> str:
@@ -200,7 +203,14 @@ def decide(
             if s.held_for is None and s.slots_left > 0 and s.free_mib - item.required_mib >= margin
         ]
         if fits:
-            best = min(fits, key=lambda s: (s.free_mib - item.required_mib, s.node.name))
+            best = min(
+                fits,
+                key=lambda s: (
+                    s.node.name == item.avoid_node,
+                    s.free_mib - item.required_mib,
+                    s.node.name,
+                ),
+            )
             admitted.append(
                 Admission(
                     item=item,
