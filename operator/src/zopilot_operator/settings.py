@@ -171,6 +171,15 @@ class OperatorSettings(BaseSettings):
         "attempt is given up and retried (a pod that never starts would hold its GPU "
         "reservation forever; activeDeadlineSeconds only counts once the kubelet has it).",
     )
+    pod_unschedulable_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a worker pod may be Unschedulable before the operator takes "
+        "it as the scheduler's verdict on the admission (it counts what admission does "
+        "not: GPU pods the operator did not create, terminating pods, CPU and memory "
+        "requests): the pod is deleted and the job admitted again, preferring another "
+        "node, without using up spec.retries.",
+    )
     # --- retries ----------------------------------------------------------------
     retry_backoff_base_s: float = Field(
         default=30.0,
