@@ -185,9 +185,8 @@ class GpuIndex:
         """The open node left with the least free memory after taking ``need_mib``;
         ``avoid`` only when no other node fits (one step past it in the sorted list)."""
         i = bisect_left(self.open, (need_mib, ""))
-        if i < len(self.open) and self.open[i][1] == avoid:
-            if i + 1 < len(self.open):
-                return self.by_name[self.open[i + 1][1]]
+        if i + 1 < len(self.open) and self.open[i][1] == avoid:
+            return self.by_name[self.open[i + 1][1]]
         return self.by_name[self.open[i][1]] if i < len(self.open) else None
 
     def _drop(self, state: _NodeState) -> None:
