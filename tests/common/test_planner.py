@@ -8,8 +8,12 @@ import pytest
 from zopilot_common.catalog import UnknownModelError, get_model
 from zopilot_common.planner import (
     GIB,
+    LOGPROB_CHUNK_ROWS,
+    MAX_LABEL_TOKENS,
+    MAX_LABELS,
     OCR_MODEL_BYTES,
     OVERHEAD_BYTES,
+    PACKED_LABEL_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
     SOURCE_PLANNER,
     SOURCE_SPEC,
@@ -32,14 +36,14 @@ NONE = Quantization.NONE
     ("model", "quantization", "weights_gb", "total_gb", "fits_4090"),
     [
         # DESIGN: Mixtral 8x7B is ~47 GB at 8-bit and ~26 GB at 4-bit: no 4090.
-        ("mixtral-8x7b-instruct", INT8, 47.0, 48.8, False),
-        ("mixtral-8x7b-instruct", NF4, 24.5, 26.3, False),
-        ("mixtral-8x7b-instruct", NONE, 93.4, 95.2, False),
-        ("mixtral-8x22b-instruct", NF4, 73.2, 75.3, False),
+        ("mixtral-8x7b-instruct", INT8, 47.0, 49.3, False),
+        ("mixtral-8x7b-instruct", NF4, 24.5, 26.7, False),
+        ("mixtral-8x7b-instruct", NONE, 93.4, 95.7, False),
+        ("mixtral-8x22b-instruct", NF4, 73.2, 75.9, False),
         # The dense family member is the one a 4090 can serve.
-        ("mistral-7b-instruct", INT8, 7.5, 9.2, True),
-        ("mistral-7b-instruct", NF4, 4.1, 5.8, True),
-        ("mistral-7b-instruct", NONE, 14.5, 16.1, True),
+        ("mistral-7b-instruct", INT8, 7.5, 9.6, True),
+        ("mistral-7b-instruct", NF4, 4.1, 6.2, True),
+        ("mistral-7b-instruct", NONE, 14.5, 16.6, True),
     ],
 )
 def test_catalog_figures(
@@ -67,7 +71,11 @@ def test_mixtral_explicit_quantities() -> None:
     assert int8.ocr_bytes == 0
     assert plan_memory(model, INT8, ocr=True).ocr_bytes == OCR_MODEL_BYTES
     assert int8.total_bytes == (
-        int8.weights_bytes + int8.kv_cache_bytes + int8.activation_bytes + int8.overhead_bytes
+        int8.weights_bytes
+        + int8.kv_cache_bytes
+        + int8.activation_bytes
+        + int8.label_scoring_bytes
+        + int8.overhead_bytes
     )
     assert int8.total_mib == -(-int8.total_bytes // MIB)
     assert int8.total_gib == pytest.approx(int8.total_bytes / GIB)
@@ -91,7 +99,32 @@ def test_explain_is_one_readable_line() -> None:
     assert "\n" not in line
     assert line.startswith("mixtral-8x7b-instruct at int8: weights 43.8 GiB + KV cache 0.2 GiB")
     assert "OCR model 8.0 GiB" in line
-    assert line.endswith("= 53.5 GiB")
+    assert "label scoring 0.4 GiB (2048 tokens)" in line
+    assert line.endswith("= 53.9 GiB")
+
+
+def test_label_scoring_counts_the_packed_label_tokens() -> None:
+    model = get_model("mixtral-8x7b-instruct")
+    plan = plan_memory(model, NF4)
+    assert plan.label_tokens == PACKED_LABEL_TOKENS == MAX_LABELS * MAX_LABEL_TOKENS == 2048
+    # KV of 2048 tokens (256 MiB) + bf16 logits at 2048 positions + one float32 chunk;
+    # the label pass's activations stay under the 2560-token prompt's.
+    assert plan.label_scoring_bytes == (
+        256 * MIB + 2048 * 32000 * 2 + LOGPROB_CHUNK_ROWS * 32000 * 4
+    )
+    none = plan_memory(model, NF4, label_tokens=0)
+    assert none.label_scoring_bytes == 0
+    assert plan.total_bytes - none.total_bytes == plan.label_scoring_bytes
+    # A short prompt with many label tokens: the label pass's activations dominate.
+    short = plan_memory(model, NF4, context_tokens=64)
+    assert short.label_scoring_bytes > plan.label_scoring_bytes
+    assert short.label_scoring_bytes == (
+        plan.label_scoring_bytes
+        + plan_memory(model, NF4, context_tokens=2048).activation_bytes
+        - short.activation_bytes
+    )
+    with pytest.raises(ValueError, match="label_tokens"):
+        plan_memory(model, NF4, label_tokens=-1)
 
 
 def _job(**overrides: Any) -> DocumentJobSpec:
@@ -174,22 +207,22 @@ def test_job_with_unknown_model() -> None:
             "mixtral-8x7b-instruct",
             INT8,
             RTX_4090_MIB,
-            "needs 45.5 GiB at int8; largest GPU offers 24.0 GiB; no quantization of "
+            "needs 45.9 GiB at int8; largest GPU offers 24.0 GiB; no quantization of "
             "mixtral-8x7b-instruct fits: choose a smaller model or larger GPUs",
         ),
         (
             "mixtral-8x7b-instruct",
             INT8,
             32768,
-            "needs 45.5 GiB at int8; largest GPU offers 32.0 GiB; "
-            "quantization nf4 would need 24.5 GiB",
+            "needs 45.9 GiB at int8; largest GPU offers 32.0 GiB; "
+            "quantization nf4 would need 24.9 GiB",
         ),
         (
             "mixtral-8x22b-instruct",
             NONE,
             H100_80GB_MIB,
-            "needs 263.9 GiB at none; largest GPU offers 79.6 GiB; "
-            "quantization nf4 would need 70.1 GiB",
+            "needs 264.5 GiB at none; largest GPU offers 79.6 GiB; "
+            "quantization nf4 would need 70.7 GiB",
         ),
     ],
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from zopilot_common.spec import parse_quantity_bytes
 from zopilot_dev import fakeworker
 from zopilot_dev.builders import DocumentJobBuilder
 from zopilot_dev.cluster import LocalCluster
@@ -229,7 +230,8 @@ def test_cuda_oom_replans_gpu_memory_and_oom_killed_raises_the_memory_request(
     second = [
         p for p in worker_pods(c, namespace, "oom") if p["metadata"]["name"] == st["workerPod"]
     ]
-    assert second[0]["spec"]["containers"][0]["resources"]["requests"]["memory"] == "20480Mi"
+    memory = second[0]["spec"]["containers"][0]["resources"]["requests"]["memory"]
+    assert parse_quantity_bytes(memory) == 20480 * 1024 * 1024  # the API writes "20Gi"
 
 
 def test_deleting_a_job_removes_its_pod_and_frees_the_gpu(

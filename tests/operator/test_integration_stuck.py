@@ -31,6 +31,7 @@ def operator(crd: LocalCluster, control_dir: Path) -> Iterator[OperatorProcess]:
         log_name="operator-stuck",
         worker_command=fakeworker.command(control_dir),
         worker_service_account=WORKER_SA,
+        pod_unschedulable_s=3,
     )
     op.start()
     yield op
@@ -127,9 +128,11 @@ def test_a_job_as_large_as_the_crd_allows_starts_and_its_spec_goes_with_it(
     create(c, service_account(namespace))
     script(namespace, "huge", attempts={"1": {"exit": 0}})
     big = DocumentJobBuilder("huge", namespace).gpu_memory("2Gi")
-    for i in range(1000):  # 1,000 URLs of 2 KiB: ~2 MB of spec, 16x an env string's limit
-        big.url(f"https://files.example/{i:04d}/" + "x" * (2048 - 27))
-    c.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(big.obj()))
+    # 1,000 URLs of 1 KiB: a 1 MB spec, 8x an env string's limit and past a ConfigMap's.
+    # (The CRD allows 2 KiB URLs, but etcd stores no object over 1.5 MiB.)
+    for i in range(1000):
+        big.url(f"https://files.example/{i:04d}/" + "x" * (1024 - 27))
+    c.kubectl("create", "-f", "-", input=yaml.safe_dump(big.obj()))
     uid = get_job(c, namespace, "huge")["metadata"]["uid"]
     wait_job(c, namespace, "huge", phase="Succeeded", timeout_s=120)
     configmaps = json.loads(
@@ -156,3 +159,48 @@ def test_a_job_as_large_as_the_crd_allows_starts_and_its_spec_goes_with_it(
         ),
         timeout_s=60,
     )
+
+
+def test_a_pod_the_scheduler_cannot_place_is_admitted_elsewhere_without_using_a_retry(
+    operator: OperatorProcess, namespace: str
+) -> None:
+    c = operator.cluster
+    create(c, service_account(namespace))
+    nodes = sorted(
+        c.kubectl(
+            "get",
+            "nodes",
+            "-l",
+            "nvidia.com/gpu.product",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ).stdout.split()
+    )
+    first = nodes[0]  # where best fit goes on idle GPUs (ties: node name)
+    # A GPU pod the operator did not create takes every nvidia.com/gpu slot of that node.
+    # It uses no GPU memory, so DCGM (and admission) see the node as free.
+    squatter = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "squatter", "namespace": namespace},
+        "spec": {
+            "nodeName": first,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "resources": {
+                        "requests": {"nvidia.com/gpu": "4"},
+                        "limits": {"nvidia.com/gpu": "4"},
+                    },
+                }
+            ],
+        },
+    }
+    create(c, squatter)
+    submit(c, job(namespace, "placed").retries(0))
+    st = wait_job(c, namespace, "placed", phase="Succeeded", timeout_s=120)
+    assert (st["attempt"], st["disruptions"], st["avoidNode"]) == (2, 1, first), st
+    assert st["admission"]["node"] != first
+    c.kubectl("delete", "pod", "squatter", "-n", namespace, "--wait=false")

@@ -166,7 +166,7 @@ def test_deleted_pod_is_retried() -> None:
 def test_stuck_pod_is_deleted_and_retried() -> None:
     job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
     job["status"]["workerPod"] = POD_A1
-    stuck = PodBuilder.of(job).created(at(10)).unschedulable("0/3 nodes").obj()
+    stuck = PodBuilder.of(job).created(at(10)).waiting("ContainerCreating").obj()
     update = on_attempt(job, stuck, at(2000), SETTINGS, RTX_4090_MIB)
     assert update.delete_pod == POD_A1
     assert apply(job, update)["status"]["attempt"] == 2
@@ -224,7 +224,7 @@ def test_default_mixtral_at_nf4_never_fits_a_4090() -> None:
     job = classify_job(classify={"model": "mixtral-8x7b-instruct"})
     status = apply(job, on_created(job, INFOS, at(0), SETTINGS))["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "NeverFits")
-    assert status["message"].startswith("needs 24.7 GiB at nf4; largest GPU offers 23.0 GiB")
+    assert status["message"].startswith("needs 25.1 GiB at nf4; largest GPU offers 23.0 GiB")
 
 
 # ------------------------------------------------- pod creation refused (issue 9)
@@ -386,3 +386,37 @@ def test_evictions_and_drains_do_not_use_up_retries() -> None:
     job = apply(job, on_attempt(job, crashed, at(521), SETTINGS, None))
     assert (job["status"]["phase"], job["status"]["reason"]) == ("Failed", "WorkerFailed")
     assert job["status"]["message"].endswith("no retries left (1 of 1 attempts)")
+
+
+# --------------------------------------- admission and the scheduler agree (issue 9)
+def test_an_unschedulable_pod_is_given_up_and_admitted_elsewhere_without_a_retry() -> None:
+    job = admit(apply(classify_job(), on_created(classify_job(), INFOS, at(0), SETTINGS)), 10)
+    job["spec"]["retries"] = 0
+    assert job["status"]["admission"]["node"] == "gpu-a"
+    job["status"]["workerPod"] = POD_A1
+    # The scheduler counts what admission did not (a GPU pod of someone else's, a
+    # terminating pod, CPU or memory requests): the pod cannot go where it was admitted.
+    stuck = (
+        PodBuilder.of(job)
+        .created(at(11))
+        .unschedulable("0/3 nodes are available: 1 Insufficient nvidia.com/gpu.")
+        .obj()
+    )
+    assert on_attempt(job, stuck, at(11 + 30), SETTINGS, None).patch.get("phase") is None
+    update = on_attempt(job, stuck, at(11 + 61), SETTINGS, None)  # pod_unschedulable_s: 60
+    assert update.delete_pod == POD_A1
+    job = apply(job, update)
+    status = job["status"]
+    assert (status["phase"], status["attempt"], status["disruptions"]) == ("Queued", 2, 1)
+    assert status["avoidNode"] == "gpu-a"
+    assert "Insufficient nvidia.com/gpu" in status["message"]
+    # Admitted elsewhere at once, though gpu-a would win the tie by name.
+    job = admit(job, 80)
+    assert (job["status"]["phase"], job["status"]["admission"]["node"]) == ("Admitted", "gpu-b")
+
+
+def test_an_avoided_node_is_still_used_when_no_other_fits() -> None:
+    job = JobBuilder("march", "finance").queued(4096).status(avoidNode="gpu-a").obj()
+    only_a = [NodeBuilder("gpu-a").obj()]
+    round_ = admission_round([job], only_a, [sample("gpu-a", RTX_4090_MIB)], at(10), SETTINGS)
+    assert [a.node for a in round_.admitted] == ["gpu-a"]

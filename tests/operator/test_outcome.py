@@ -153,9 +153,16 @@ def disruption_target(pod: dict[str, Any]) -> dict[str, Any]:
         pytest.param(
             PodBuilder().created(at(0)).unschedulable("0/3 nodes are available").obj(),
             Kind.FAILED,
+            Reason.UNSCHEDULABLE,
+            Failure.UNSCHEDULABLE,  # admission's mistake: re-admitted, no retry used
+            id="unschedulable",
+        ),
+        pytest.param(
+            PodBuilder().created(at(0)).waiting("ContainerCreating").obj(),
+            Kind.FAILED,
             Reason.POD_STUCK_PENDING,
             Failure.RETRIABLE,
-            id="stuck-unschedulable",
+            id="stuck-pending",
         ),
     ],
 )
@@ -198,12 +205,23 @@ def test_oom_message_names_the_reason() -> None:
 
 
 def test_stuck_pod_is_to_be_deleted_and_says_why() -> None:
-    pod = PodBuilder().created(at(0)).unschedulable("0/3 nodes are available").obj()
+    pod = PodBuilder().created(at(0)).waiting("ContainerCreating", "mounting").obj()
     outcome = pod_outcome(pod, NOW, SETTINGS)
     assert outcome.delete_pod
     assert outcome.message == (
-        "the worker pod did not start within 900 s (Unschedulable: 0/3 nodes are available)"
+        "the worker pod did not start within 900 s (ContainerCreating: mounting)"
     )
+
+
+def test_an_unschedulable_pod_is_to_be_deleted_and_says_why() -> None:
+    pod = PodBuilder().created(at(0)).unschedulable("0/3 nodes are available").obj()
+    outcome = pod_outcome(pod, at(61), SETTINGS)
+    assert outcome.delete_pod and outcome.failure is Failure.UNSCHEDULABLE
+    assert outcome.message == (
+        "the scheduler cannot place the worker pod where it was admitted "
+        "(Unschedulable: 0/3 nodes are available)"
+    )
+    assert pod_outcome(pod, at(59), SETTINGS).kind is Kind.PENDING
 
 
 def test_deadline_message_tells_what_to_change() -> None:

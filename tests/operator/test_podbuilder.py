@@ -412,3 +412,15 @@ def test_a_spec_that_does_not_fit_even_gzipped_says_what_to_change() -> None:
     with pytest.raises(PermanentError, match="split the documents") as raised:
         build_spec_configmap(job, DocumentJobSpec.from_k8s(job["spec"]))
     assert raised.value.reason == "SpecTooLarge"
+
+
+def test_worker_env_reaches_the_pod_but_cannot_override_the_operators_variables() -> None:
+    settings = OperatorSettings(
+        worker_env={
+            "ZOPILOT_WORKER_FETCH_ALLOWED_HOSTS": '["files.example"]',
+            "ZOPILOT_REQUIRED_MIB": "1",
+        }
+    )
+    seen = env(build(JOB, settings=settings))
+    assert seen["ZOPILOT_WORKER_FETCH_ALLOWED_HOSTS"] == '["files.example"]'
+    assert seen["ZOPILOT_REQUIRED_MIB"] == str(ADMISSION["requiredMiB"])

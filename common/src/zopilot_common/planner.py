@@ -46,9 +46,9 @@ KV_BYTES_PER_VALUE = 2
 # Activations of one prefill pass, per token, in 16-bit values: a handful of
 # hidden-size tensors alive at once in a decoder layer (residual, normed input,
 # q/k/v and attention output, layer output: we count 8) plus the SwiGLU
-# intermediates (gate, up, product) of each routed expert. Logits are taken for
-# the last position only (the classifier scores labels from a few positions),
-# so the vocab term is negligible and left out.
+# intermediates (gate, up, product) of each routed expert. The prompt's logits
+# are taken for its last position only; the label positions' logits are
+# counted in label_scoring_bytes.
 ACTIVATION_HIDDEN_COPIES = 8
 ACTIVATION_BYTES_PER_VALUE = 2
 
@@ -77,6 +77,21 @@ OCR_MODEL_BYTES = 8 * GIB
 # activation estimate's pessimism.
 PROMPT_OVERHEAD_TOKENS = 512
 
+# Label scoring (zopilot_worker.classify.scoring) packs every label's tokens
+# into one forward pass after the prompt's KV cache. The worker refuses a label
+# longer than MAX_LABEL_TOKENS tokens (422), and a request has at most
+# MAX_LABELS labels (the CRD's limit), so at most PACKED_LABEL_TOKENS tokens
+# are packed: their KV cache entries, their activations (when larger than the
+# prompt's) and their logits count. Logits are taken only at label positions:
+# 16-bit from lm_head, then log-probabilities in float32 LOGPROB_CHUNK_ROWS
+# rows at a time.
+MAX_LABELS = 64
+MAX_LABEL_TOKENS = 32
+PACKED_LABEL_TOKENS = MAX_LABELS * MAX_LABEL_TOKENS
+LOGIT_BYTES_PER_VALUE = 2
+LOGPROB_BYTES_PER_VALUE = 4
+LOGPROB_CHUNK_ROWS = 256
+
 SOURCE_SPEC = "spec.gpuMemory"
 SOURCE_PLANNER = "planner"
 
@@ -94,6 +109,10 @@ class MemoryPlan:
     activation_bytes: int
     overhead_bytes: int
     ocr_bytes: int
+    label_tokens: int = 0
+    """Label tokens packed into the scoring pass (see PACKED_LABEL_TOKENS)."""
+    label_scoring_bytes: int = 0
+    """Their KV cache, logits and any activations beyond the prompt's."""
 
     @property
     def total_bytes(self) -> int:
@@ -101,6 +120,7 @@ class MemoryPlan:
             self.weights_bytes
             + self.kv_cache_bytes
             + self.activation_bytes
+            + self.label_scoring_bytes
             + self.overhead_bytes
             + self.ocr_bytes
         )
@@ -120,6 +140,7 @@ class MemoryPlan:
             f"weights {_gib(self.weights_bytes)}",
             f"KV cache {_gib(self.kv_cache_bytes)} ({self.context_tokens} tokens)",
             f"activations {_gib(self.activation_bytes)}",
+            f"label scoring {_gib(self.label_scoring_bytes)} ({self.label_tokens} tokens)",
             f"CUDA overhead {_gib(self.overhead_bytes)}",
         ]
         if self.ocr_bytes:
@@ -179,6 +200,31 @@ def activation_bytes(model: ModelSpec, context_tokens: int, batch_size: int = 1)
     return per_token * context_tokens * batch_size
 
 
+def label_scoring_bytes(
+    model: ModelSpec, label_tokens: int, context_tokens: int, batch_size: int = 1
+) -> int:
+    """GPU memory of scoring ``label_tokens`` packed label tokens after a prompt.
+
+    Their KV cache entries, the 16-bit logits at their positions plus one chunk
+    of float32 log-probabilities, and whatever their activations need beyond
+    the prompt's prefill (the two passes run one after the other).
+    """
+    if label_tokens <= 0:
+        return 0
+    logits = label_tokens * model.vocab_size * LOGIT_BYTES_PER_VALUE
+    logprobs = min(label_tokens, LOGPROB_CHUNK_ROWS) * model.vocab_size * LOGPROB_BYTES_PER_VALUE
+    extra_activations = max(
+        0,
+        activation_bytes(model, label_tokens, batch_size)
+        - activation_bytes(model, context_tokens, batch_size),
+    )
+    return (
+        kv_cache_bytes(model, label_tokens, batch_size)
+        + (logits + logprobs) * batch_size
+        + extra_activations
+    )
+
+
 def plan_memory(
     model: ModelSpec,
     quantization: Quantization,
@@ -186,15 +232,17 @@ def plan_memory(
     context_tokens: int = 2048,
     batch_size: int = 1,
     ocr: bool = False,
+    label_tokens: int = PACKED_LABEL_TOKENS,
 ) -> MemoryPlan:
     """Plan the GPU memory of serving ``model`` at ``quantization``.
 
-    ``context_tokens`` is the longest sequence one forward pass sees,
-    ``batch_size`` how many such sequences run together; ``ocr`` adds the
-    docstrange OCR model that may share the GPU.
+    ``context_tokens`` is the longest prompt one forward pass sees,
+    ``batch_size`` how many such sequences run together; ``label_tokens``
+    the label tokens scored after it (default: the most a request may send);
+    ``ocr`` adds the docstrange OCR model that may share the GPU.
     """
-    if context_tokens <= 0 or batch_size <= 0:
-        raise ValueError("context_tokens and batch_size must be positive")
+    if context_tokens <= 0 or batch_size <= 0 or label_tokens < 0:
+        raise ValueError("context_tokens and batch_size must be positive, label_tokens >= 0")
     quantization = Quantization(quantization)
     return MemoryPlan(
         model=model,
@@ -206,6 +254,8 @@ def plan_memory(
         activation_bytes=activation_bytes(model, context_tokens, batch_size),
         overhead_bytes=OVERHEAD_BYTES,
         ocr_bytes=OCR_MODEL_BYTES if ocr else 0,
+        label_tokens=label_tokens,
+        label_scoring_bytes=label_scoring_bytes(model, label_tokens, context_tokens, batch_size),
     )
 
 
@@ -260,7 +310,7 @@ def does_not_fit_message(
 ) -> str:
     """Why a job can never run, and what to change.
 
-    E.g. "needs 45.5 GiB at int8; largest GPU offers 24.0 GiB; no quantization
+    E.g. "needs 45.9 GiB at int8; largest GPU offers 24.0 GiB; no quantization
     of mixtral-8x7b-instruct fits: choose a smaller model (e.g.
     mistral-7b-instruct) or larger GPUs". ``quantization`` defaults to the
     plan's own; ``gpu_mib`` is the largest GPU's total memory.
@@ -291,6 +341,7 @@ def _hint(plan: MemoryPlan | None, gpu_mib: int) -> str:
             context_tokens=plan.context_tokens,
             batch_size=plan.batch_size,
             ocr=plan.ocr_bytes > 0,
+            label_tokens=plan.label_tokens,
         )
         if alternative.total_mib <= gpu_mib:
             return f"quantization {cheaper.value} would need {_gib(alternative.total_bytes)}"

@@ -13,7 +13,9 @@ Policy:
 * **Best fit.** Among fitting nodes, the one left with the least free memory
   (ties: node name), which keeps large holes for large jobs. Nodes are indexed
   by free memory (:class:`GpuIndex`, sorted lists and bisection), so a round
-  costs O(jobs x log nodes), not jobs x nodes.
+  costs O(jobs x log nodes), not jobs x nodes. A job whose last pod the
+  scheduler could not place (``avoid_node``) goes to any other fitting node
+  first, and to that one only if nothing else fits.
 * **Multi-GPU nodes.** The device plugin picks the physical GPU, so a node is
   admitted against as if all its claims sat on its tightest GPU. Safe, but it
   packs a multi-GPU node like one GPU: prefer one GPU per node (or MIG).
@@ -66,6 +68,7 @@ class QueueItem:
     created_at: datetime  # arrival; ordering
     eligible_at: datetime  # status.queuedAt: entered (or, in backoff, will enter) the queue
     required_mib: int
+    avoid_node: str = ""  # where the scheduler could not place its last pod: prefer others
 
     @property
     def key(self) -> str:
@@ -178,9 +181,12 @@ class GpuIndex:
         self.held: list[_NodeState] = []
         self.largest_capacity = max((s.capacity_mib for s in states), default=0)
 
-    def best_fit(self, need_mib: int) -> _NodeState | None:
-        """The open node left with the least free memory after taking ``need_mib``."""
+    def best_fit(self, need_mib: int, avoid: str | None = None) -> _NodeState | None:
+        """The open node left with the least free memory after taking ``need_mib``;
+        ``avoid`` only when no other node fits (one step past it in the sorted list)."""
         i = bisect_left(self.open, (need_mib, ""))
+        if i + 1 < len(self.open) and self.open[i][1] == avoid:
+            return self.by_name[self.open[i + 1][1]]
         return self.by_name[self.open[i][1]] if i < len(self.open) else None
 
     def _drop(self, state: _NodeState) -> None:
@@ -262,7 +268,7 @@ def decide(
     admitted: list[Admission] = []
     waiting: list[Waiting] = []
     for item in eligible:
-        best = index.best_fit(item.required_mib + margin)
+        best = index.best_fit(item.required_mib + margin, avoid=item.avoid_node)
         if best is not None:
             admitted.append(
                 Admission(

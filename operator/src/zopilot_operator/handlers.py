@@ -189,13 +189,13 @@ async def apply(
         await r.kube.delete_pod(ns, update.delete_pod)
     if patch:
         written = await r.kube.patch_job_status(ns, name, patch, resource_version=resource_version)
-        r.metrics.observe_usage(ns, job.get("status") or {}, patch)
-        if patch.get("phase") in TERMINAL_PHASES:
-            r.metrics.observe_finished(str(patch["phase"]), str(patch.get("reason") or ""))
         if written:
             # Our write's result is newer than anything the watch has delivered;
             # the next round must count this admission even before its event.
             r.remember_job(written)
+        r.metrics.observe_usage(ns, job.get("status") or {}, patch)
+        if patch.get("phase") in TERMINAL_PHASES:
+            r.metrics.observe_finished(str(patch["phase"]), str(patch.get("reason") or ""))
     for ev in events:
         # Posted in the background: decisions are not held up by their events.
         r.events.put_nowait(
@@ -468,7 +468,8 @@ async def admission_loop(r: Runtime) -> None:
             r.leader_known.set()
             r.metrics.admission_leader.set(1 if r.is_leader else 0)
             if not r.is_leader:
-                r.metrics.clear_leader_gauges()
+                if was_leader:
+                    r.metrics.clear_leader_gauges()
                 last_full = time.monotonic()
                 continue
             # A fresh LIST on every interval round and on taking over; the

@@ -107,6 +107,7 @@ def queue_item(job: Mapping[str, Any]) -> QueueItem | None:
         created_at=created,
         eligible_at=parse_time(status.get("queuedAt")) or created,
         required_mib=plan.required_mib,
+        avoid_node=str(status.get("avoidNode") or ""),
     )
 
 

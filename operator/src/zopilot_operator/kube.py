@@ -432,6 +432,11 @@ class Kube:
             labelSelector=selector,
         )
 
+    async def list_pods(self, label_selector: str, namespace: str = "") -> list[dict[str, Any]]:
+        """Pods matching ``label_selector`` in ``namespace`` (empty: all namespaces)."""
+        items, _ = await self.list_worker_pods(label_selector, namespace or None)
+        return items
+
     def watch_pods(
         self,
         selector: str,

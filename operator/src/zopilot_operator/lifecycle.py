@@ -226,6 +226,9 @@ def _attempt_failed(
         patch = st.retrying(
             status, step, failure=outcome, now=now, generation=generation, settings=settings
         )
+        if outcome.failure is Failure.UNSCHEDULABLE:
+            # Admission prefers another node next time (see admission.decide).
+            patch["avoidNode"] = (status.get("admission") or {}).get("node")
         event = Event(EventType.WARNING, outcome.reason, step.message)
         return Update(patch, (event,), delete_pod=delete)
     patch = st.failed(

@@ -18,7 +18,9 @@ pod reason ``DeadlineExceeded`` (permanent, like a Job's activeDeadlineSeconds:
 the same batch would run out of time again; raise spec.deadlineSeconds or split
 it), disruptions (pod reason ``Evicted``, a ``DisruptionTarget`` condition from
 a drain, preemption or the taint manager, a node shutdown, a node that is gone:
-retried without using up ``spec.retries``), an externally deleted pod
+retried without using up ``spec.retries``), a pod the scheduler keeps
+Unschedulable for ``pod_unschedulable_s`` (deleted and re-admitted, preferring
+another node, without using up ``spec.retries``), an externally deleted pod
 (retriable), and a pod that never starts within ``pod_pending_timeout_s``
 (retriable, after deleting it).
 """
@@ -61,6 +63,7 @@ class Failure(StrEnum):
     OUT_OF_MEMORY = "OutOfMemory"  # CUDA OOM: retriable after a re-plan with more GPU memory
     HOST_OUT_OF_MEMORY = "HostOutOfMemory"  # OOMKilled: retriable with a larger memory request
     DISRUPTED = "Disrupted"  # evicted, drained, node gone: retried without using spec.retries
+    UNSCHEDULABLE = "Unschedulable"  # admitted where the scheduler cannot place it: re-admitted
 
 
 @dataclass(frozen=True)
@@ -304,10 +307,24 @@ def _pending(
     message = "waiting to start"
     if waiting.get("reason"):
         message = f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+    created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             message = f"{cond.get('reason', 'Unschedulable')}: {cond.get('message', '')}".strip()
-    created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+            since = parse_time(cond.get("lastTransitionTime")) or created
+            if (
+                cond.get("reason") == "Unschedulable"
+                and since is not None
+                and (now - since).total_seconds() > settings.pod_unschedulable_s
+            ):
+                return PodOutcome(
+                    Kind.FAILED,
+                    Reason.UNSCHEDULABLE,
+                    f"the scheduler cannot place the worker pod where it was admitted ({message})",
+                    Failure.UNSCHEDULABLE,
+                    finished_at=now,
+                    delete_pod=True,
+                )
     limit = settings.pod_pending_timeout_s
     if created and (now - created).total_seconds() > limit:
         return PodOutcome(

@@ -288,6 +288,8 @@ def build_worker_pod(
     volumes.append({"name": "spec", "configMap": {"name": spec_configmap_name(name, uid)}})
     mounts.append({"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True})
     env = {
+        # The operator's own variables below win over worker_env.
+        **settings.worker_env,
         SPEC_FILE_ENV: SPEC_PATH,
         "ZOPILOT_JOB_NAME": name,
         "ZOPILOT_JOB_NAMESPACE": namespace,

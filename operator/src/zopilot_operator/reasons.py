@@ -75,6 +75,7 @@ class Reason(StrEnum):
     WORKER_PERMANENT = "WorkerPermanentError"
     INVALID_POD_CONFIG = "InvalidPodConfig"
     POD_STUCK_PENDING = "PodStuckPending"
+    UNSCHEDULABLE = "Unschedulable"  # the scheduler cannot place the pod where it was admitted
     POD_DELETED = "PodDeleted"
     SPEC_TOO_LARGE = "SpecTooLarge"  # even gzipped, more than a ConfigMap holds
     POD_NAME_TAKEN = "PodNameTaken"  # a pod this job does not own has its pod's name

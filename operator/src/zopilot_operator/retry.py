@@ -14,8 +14,9 @@ apart:
   the status, so it survives restarts), capped at the largest GPU node's
   allocatable memory; if it cannot grow, the job fails saying so.
 
-A **disruption** (eviction, drain, preemption, node shutdown or gone) is retried
-without using up ``spec.retries`` (at most :data:`MAX_DISRUPTIONS` times, so
+A **disruption** (eviction, drain, preemption, node shutdown or gone) and a pod
+the scheduler cannot place where admission put it are retried without using up
+``spec.retries`` (at most :data:`MAX_DISRUPTIONS` times, so
 every job ends). A permanent failure, or the last attempt, fails the job with
 the attempt's own reason.
 """
@@ -110,13 +111,15 @@ def next_step(
     if outcome.failure is Failure.PERMANENT:
         return NextStep(False, outcome.reason, failed, attempt, plan)
     host = host_memory_mib
-    if outcome.failure is Failure.DISRUPTED and disruptions < MAX_DISRUPTIONS:
-        delay = settings.retry_backoff_base_s
+    not_counted = (Failure.DISRUPTED, Failure.UNSCHEDULABLE)
+    if outcome.failure in not_counted and disruptions < MAX_DISRUPTIONS:
+        # Unschedulable: admission chose wrong; admit again at once, elsewhere.
+        delay = 0.0 if outcome.failure is Failure.UNSCHEDULABLE else settings.retry_backoff_base_s
         return NextStep(
             True,
             Reason.RETRY_BACKOFF,
             f"{failed}; attempt {attempt + 1} in {delay:.0f} s "
-            "(a disruption does not use up spec.retries)",
+            "(not the job's fault: it does not use up spec.retries)",
             attempt + 1,
             plan,
             delay,

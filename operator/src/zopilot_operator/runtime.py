@@ -28,8 +28,8 @@ from zopilot_operator.prometheus import join_nodes
 from zopilot_operator.services import SERVICE_SELECTOR, service_claims
 from zopilot_operator.settings import OperatorSettings
 
-NODE_CACHE_S = 5.0
 log = logging.getLogger("zopilot.operator")
+NODE_CACHE_S = 5.0
 
 
 def api_client(pool_size: int = 32) -> client.ApiClient:
@@ -92,9 +92,9 @@ class Runtime:
     events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
-    _exporter_pods: tuple[float, dict[str, str]] = (0.0, {})
     # Liveness of the background loops (handlers.loops_probe), by loop name.
     loops: dict[str, LoopWatch] = field(default_factory=dict)
+    _exporter_pods: tuple[float, dict[str, str]] = (0.0, {})
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:

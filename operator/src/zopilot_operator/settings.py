@@ -171,6 +171,15 @@ class OperatorSettings(BaseSettings):
         "attempt is given up and retried (a pod that never starts would hold its GPU "
         "reservation forever; activeDeadlineSeconds only counts once the kubelet has it).",
     )
+    pod_unschedulable_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a worker pod may be Unschedulable before the operator takes "
+        "it as the scheduler's verdict on the admission (it counts what admission does "
+        "not: GPU pods the operator did not create, terminating pods, CPU and memory "
+        "requests): the pod is deleted and the job admitted again, preferring another "
+        "node, without using up spec.retries.",
+    )
     # --- retries ----------------------------------------------------------------
     retry_backoff_base_s: float = Field(
         default=30.0,
@@ -202,12 +211,20 @@ class OperatorSettings(BaseSettings):
         description="Override of the worker container's command (a JSON list). Empty: "
         "the worker's own `zopilot-worker run-job`. For stand-in workers in development.",
     )
+    worker_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for every worker pod (a JSON object), e.g. the job "
+        "runner's fetch policy: ZOPILOT_WORKER_FETCH_ALLOWED_HOSTS, "
+        "ZOPILOT_WORKER_FETCH_PRIVATE_HOSTS, ZOPILOT_WORKER_FETCH_ALLOW_HTTP. Variables the "
+        "operator sets itself (the job, the plan, mounts) cannot be overridden.",
+    )
     watch_namespaces: list[str] = Field(
         default_factory=list,
         description="Namespaces whose DocumentJobs this operator plans, admits and follows, and "
         "whose worker pods it watches (JSON list in the env). Empty: all namespaces. The "
         "command line's --namespace sets it too. Another operator may own the other "
-        "namespaces; GPU capacity is then shared between them without coordination.",
+        "namespaces; GPU capacity is then shared between them without coordination. The "
+        "chart's watchNamespaces sets it together with namespaced RBAC.",
     )
     leader_election_namespace: str = Field(
         default="default",

@@ -1,6 +1,7 @@
 """Fixtures of the extraction tests: no network anywhere, a tiny local OCR model.
 
-Every test here runs with ``socket.connect`` refused (autouse ``no_network``):
+Every test here runs with ``socket.connect`` refused except to Unix sockets
+(autouse ``no_network``):
 docstrange's default mode is a cloud upload and its model downloader goes to
 S3/the hub, so any code path that reaches for the network fails loudly
 instead of silently depending on it.
@@ -25,13 +26,23 @@ class NetworkAttempt(AssertionError):
 def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     """Refuse every outgoing connection; yields the list of attempted addresses."""
     attempts: list[Any] = []
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
 
     def refuse(self: socket.socket, address: Any, *args: Any) -> Any:
         attempts.append(address)
         raise NetworkAttempt(f"network access attempted: {address!r}")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    def local_only(original: Any) -> Any:
+        # Unix sockets are local IPC (the parsing pool's fork server), not the network.
+        def guarded(self: socket.socket, address: Any, *args: Any) -> Any:
+            if self.family == socket.AF_UNIX:
+                return original(self, address, *args)
+            return refuse(self, address)
+
+        return guarded
+
+    monkeypatch.setattr(socket.socket, "connect", local_only(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", local_only(connect_ex))
     monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))  # type: ignore[arg-type]
     yield attempts
 

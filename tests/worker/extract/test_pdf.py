@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from zopilot_worker.errors import GPUOutOfMemory
 from zopilot_worker.extract import Extractor, ExtractSettings
 from zopilot_worker.testing.documents import make_mixed_pdf, make_scanned_pdf, make_text_pdf
 
@@ -131,3 +132,15 @@ def test_model_dir_layouts(tmp_path: Path, layout: str) -> None:
     (tmp_path / layout).mkdir(parents=True, exist_ok=True)
     (tmp_path / layout / "config.json").write_text("{}")
     assert resolve_model_dir(tmp_path) == (tmp_path / layout).resolve()
+
+
+class OomOcr(FakeOcr):
+    def ocr_image(self, image: Image.Image) -> str:
+        raise GPUOutOfMemory("CUDA ran out of memory running the OCR model")
+
+
+def test_cuda_oom_while_running_ocr_is_not_a_page_warning() -> None:
+    """A CUDA OOM on a page means the job's plan was too small: it must reach the
+    job runner (exit 76, re-planned), not become an "OCR failed" warning."""
+    with pytest.raises(GPUOutOfMemory):
+        Extractor(ocr_engine=OomOcr()).extract(make_scanned_pdf(["Scanned receipt"]), "s.pdf")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from zopilot_worker.settings import WorkerSettings
@@ -17,18 +20,53 @@ LABELS = ["invoice", "receipt", "contract", "other"]
 
 
 class FileServer:
-    """A loopback HTTP server: ``/files/<name>`` from ``directory``; ``/status/<code>/<name>``
-    answers that status; every request path is recorded in ``requests``."""
+    """A loopback HTTP(S) server: ``/files/<name>`` from ``directory``;
+    ``/status/<code>/<name>`` answers that status; ``/redirect?to=<url>`` answers 302 to
+    it; ``/trickle/<n>`` sends n bytes, one every ``trickle_s`` seconds; paths in
+    ``failing`` answer 503. Every request
+    path is recorded in ``requests``, its Host header in ``hosts``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        trickle_s: float = 0.2,
+    ) -> None:
         self.directory = directory
         self.requests: list[str] = []
+        self.hosts: list[str] = []
+        self.failing: set[str] = set()  # paths that answer 503 for now
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                server.hosts.append(self.headers.get("Host", ""))
+                query = parse_qs(urlsplit(self.path).query)
                 parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if self.path in server.failing:
+                    self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
+                    return
+                if parts[0] == "redirect":
+                    self.send_response(HTTPStatus.FOUND)
+                    self.send_header("Location", query["to"][0])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if parts[0] == "trickle" and len(parts) == 2:
+                    self.send_response(HTTPStatus.OK)
+                    self.send_header("Content-Length", parts[1])
+                    self.end_headers()
+                    stop = threading.Event()
+                    for _ in range(int(parts[1])):
+                        try:
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                        except OSError:  # the client gave up: what the test wants
+                            return
+                        stop.wait(trickle_s)  # the pace of a hostile slow server
+                    return
                 if parts[0] == "files" and len(parts) == 2:
                     path = server.directory / parts[1]
                     if path.is_file():
@@ -49,12 +87,21 @@ class FileServer:
                 pass  # keep test output quiet
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._httpd.daemon_threads = True
+        self.port: int = self._httpd.server_address[1]
+        if ssl_context is not None:
+            self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> FileServer:
         self._thread.start()
         return self
+
+    @property
+    def serving(self) -> bool:
+        return self._thread.is_alive()
 
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
@@ -68,6 +115,22 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
     directory.mkdir()
     with FileServer(directory) as server:
         yield server
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., FileServer]]:
+    """More servers, e.g. over TLS or trickling; each is shut down after the test."""
+    servers: list[FileServer] = []
+    with contextlib.ExitStack() as stack:
+
+        def make(**options: Any) -> FileServer:
+            directory = tmp_path / f"served-{len(servers)}"
+            directory.mkdir()
+            servers.append(stack.enter_context(FileServer(directory, **options)))
+            return servers[-1]
+
+        yield make
+    assert all(not s.serving for s in servers), "a test server is still running"
 
 
 @pytest.fixture
@@ -86,6 +149,9 @@ def job_settings(tmp_path: Path) -> Callable[..., WorkerSettings]:
             "fetch_attempts": 2,
             "fetch_backoff_s": 0.0,
             "fetch_timeout_s": 10.0,
+            # The test servers listen on loopback over plain http.
+            "fetch_allow_http": True,
+            "fetch_allow_private_networks": True,
         }
         values.update(overrides)
         return WorkerSettings(**values)

@@ -263,3 +263,35 @@ def test_metrics_and_health_are_served_while_the_job_runs(
     assert 'zopilot_worker_job_documents{state="total"} 1.0' in stream.scraped["metrics"].text
     with pytest.raises(httpx.TransportError):  # stopped with the job
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_malformed_and_refused_urls_fail_only_their_documents(
+    tmp_path: Path,
+    file_server: Any,
+    job_settings: Callable[..., WorkerSettings],
+    spec_builder: Callable[..., dict[str, Any]],
+    results_reader: Results,
+) -> None:
+    """Port 99999 and a broken IPv6 literal used to end the whole job as an internal error."""
+    (file_server.directory / "ok.txt").write_text("A receipt, paid by card.")
+    spec = spec_builder(
+        [
+            {"url": "https://files.example:99999/a.pdf"},
+            {"url": "https://[::1/b.pdf"},
+            {"url": "http://169.254.169.254/latest/meta-data/"},
+            {"url": f"{file_server.url}/files/ok.txt"},
+        ],
+        tasks=("extract",),
+    )
+    code, summary, output = _run(spec, job_settings(fetch_attempts=3), tmp_path)
+    assert code == EXIT_OK
+    assert (summary["documents"], summary["done"], summary["failed"]) == (4, 1, 3)
+    codes = [f["code"] for f in summary["failures"]]
+    assert codes == ["fetch_failed", "fetch_failed", "fetch_refused"]
+    assert "Port out of range" in summary["failures"][0]["message"]
+    assert "Invalid IPv6 URL" in summary["failures"][1]["message"]
+    assert "metadata" in summary["failures"][2]["message"]
+    *failed, ok = results_reader(output)
+    assert all(r["error"]["retriable"] is False for r in failed)
+    assert ok["error"] is None
+    assert file_server.requests == ["/files/ok.txt"]

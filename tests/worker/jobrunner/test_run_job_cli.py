@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from zopilot_worker.jobrunner import EXIT_OK, EXIT_PERMANENT
+from zopilot_worker.jobrunner import EXIT_OK, EXIT_PERMANENT, EXIT_RETRIABLE
 from zopilot_worker.testing.documents import sample_corpus
 
 LABELS = ["invoice", "receipt", "contract", "other"]
@@ -140,3 +141,58 @@ def test_missing_and_malformed_spec_exit_2(tmp_path: Path) -> None:
     )
     assert malformed.returncode == EXIT_PERMANENT
     assert "not valid JSON" in malformed.stderr
+
+
+def test_sigterm_writes_the_summary_and_keeps_the_results(
+    tmp_path: Path, server_factory: Callable[..., Any], spec_builder: Callable[..., dict[str, Any]]
+) -> None:
+    """A real `run-job` process, a real SIGTERM while one document is still arriving."""
+    server = server_factory(trickle_s=1.0)  # the second document never finishes in time
+    (server.directory / "a.txt").write_text("INVOICE 1")
+    spec = spec_builder(
+        [{"url": f"{server.url}/files/a.txt"}, {"url": f"{server.url}/trickle/100000"}],
+        tasks=("extract",),
+    )
+    termination = tmp_path / "termination-log"
+    output = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOPILOT_")}
+    env.update(
+        {
+            "ZOPILOT_JOB_SPEC": json.dumps(spec),
+            "ZOPILOT_WORKER_TERMINATION_LOG": str(termination),
+            "ZOPILOT_WORKER_FETCH_ALLOW_HTTP": "true",
+            "ZOPILOT_WORKER_FETCH_ALLOW_PRIVATE_NETWORKS": "true",
+        }
+    )
+    args = ["run-job", "--skip-doctor", "--metrics-port", "0", "--output", str(output)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zopilot_worker.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        # Wait for the first document to be recorded (the condition, not a sleep).
+        for line in proc.stdout:
+            if line.startswith('{"event":"progress"') and json.loads(line)["done"] == 1:
+                break
+        else:
+            pytest.fail(f"run-job ended early: {proc.wait()} {proc.stderr.read()[-3000:]}")
+        assert "/trickle/100000" in server.requests
+        proc.send_signal(signal.SIGTERM)
+        rest, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == EXIT_RETRIABLE, stderr[-3000:]
+    summary = json.loads(termination.read_text())
+    assert summary["exitCode"] == EXIT_RETRIABLE
+    assert "terminated by SIGTERM after 1 of 2 documents" in summary["message"]
+    assert (summary["documents"], summary["done"], summary["failed"]) == (2, 1, 0)
+    assert json.loads(rest.splitlines()[-1])["event"] == "summary"
+    results = [json.loads(x) for x in (output / "results.jsonl").read_text().splitlines()]
+    assert [r["name"] for r in results] == ["a.txt"]
+    assert json.loads((output / "summary.json").read_text())["done"] == 1

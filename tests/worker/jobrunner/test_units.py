@@ -221,3 +221,11 @@ def test_small_summary_is_untouched() -> None:
     )
     assert "truncated" not in summary
     assert summary["byLabel"] == {"invoice": 2}
+
+
+def test_an_unusable_output_path_is_a_clear_permanent_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="not a valid path"):
+        ResultWriter(tmp_path / "a\x00b")
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(OutputError, match="not writable"):
+        ResultWriter(tmp_path / "file" / "out")

@@ -85,6 +85,11 @@ def test_classify_uploaded_document(client: httpx.Client) -> None:
         ({"text": "x", "labels": ["only-one"]}, 422, "invalid_labels"),
         ({"text": "x", "labels": ["a", "a"]}, 422, "invalid_labels"),
         ({"text": "x", "labels": ["a", " "]}, 422, "invalid_labels"),
+        ({"text": "x", "labels": ["a,b", "c"]}, 422, "invalid_labels"),
+        ({"text": "x", "labels": [" a", "b"]}, 422, "invalid_labels"),
+        ({"text": "x", "labels": ["a\tb", "c"]}, 422, "invalid_labels"),
+        ({"text": "x", "labels": ["x" * 64, "b"]}, 422, "invalid_labels"),
+        ({"text": "x", "labels": [f"l{i}" for i in range(65)]}, 422, "invalid_labels"),
         ({"text": "", "labels": ["a", "b"]}, 400, "empty_document"),
         ({"labels": ["a", "b"]}, 400, "bad_request"),
         ({"text": "x", "labels": ["a", "b"], "max_input_tokens": 1}, 400, "bad_request"),
@@ -121,3 +126,13 @@ def test_classify_scan_without_text_layer_says_ocr_is_needed(client: httpx.Clien
     error = response.json()["error"]
     assert error["code"] == "empty_document"
     assert "OCR" in error["message"]
+
+
+def test_label_over_the_token_limit_is_refused_by_name(client: httpx.Client) -> None:
+    # 20 characters (the schema allows 63) but ~80 byte tokens for this tokenizer.
+    label = "\U0001f4c4" * 20
+    response = client.post("/classify", json={"text": "Invoice 1", "labels": ["invoice", label]})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_labels"
+    assert label in error["message"] and "at most 32 tokens" in error["message"]

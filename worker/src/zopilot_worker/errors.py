@@ -102,6 +102,42 @@ class NotReady(WorkerError):
     retriable = True
 
 
+class Unauthorized(WorkerError):
+    """No or a wrong bearer token on a route that needs one (ZOPILOT_WORKER_API_TOKEN)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+    def __init__(self, public_message: str, *, www_authenticate: str = "Bearer") -> None:
+        super().__init__(public_message)
+        self.www_authenticate = www_authenticate
+
+
+class RequestBodyTimeout(WorkerError):
+    """The client did not send its request body within the body deadline."""
+
+    code = "request_body_timeout"
+    http_status = 408
+
+
+class RequestDeadlineExceeded(WorkerError):
+    """The request was not answered within the whole-request deadline."""
+
+    code = "deadline_exceeded"
+    http_status = 504
+    retriable = True
+
+
+class ClientDisconnected(WorkerError):
+    """The client went away before its request was read or answered; nobody gets the answer.
+
+    499 is nginx's "client closed request"; it only appears in logs and metrics.
+    """
+
+    code = "client_disconnected"
+    http_status = 499
+
+
 class FetchError(WorkerError):
     """A job input could not be fetched. Retriable unless the source is definitively wrong."""
 
@@ -111,3 +147,58 @@ class FetchError(WorkerError):
     def __init__(self, public_message: str, *, retriable: bool, detail: str | None = None) -> None:
         super().__init__(public_message, detail=detail)
         self.retriable = retriable
+
+
+class ParsingLimitExceeded(WorkerError):
+    """A document needed more time or memory to parse than a parsing process is given.
+
+    Parsing runs in a separate process per document (``extract/isolation.py``);
+    the limit ended that process, not the service. Not retriable: the same
+    bytes would hit the same limit.
+    """
+
+    code = "parsing_limit_exceeded"
+    http_status = 422
+
+
+class ParsingTimeout(ParsingLimitExceeded):
+    code = "parsing_timeout"
+
+
+class ParsingMemoryExceeded(ParsingLimitExceeded):
+    code = "parsing_memory_exceeded"
+
+
+class ParserCrashed(WorkerError):
+    """The parser (PDFium is C code) crashed on this document; only its process died."""
+
+    code = "parser_crashed"
+    http_status = 422
+
+
+class ParsingUnavailable(WorkerError):
+    """No parsing process could be started (e.g. the process limit is reached); try later."""
+
+    code = "parsing_unavailable"
+    http_status = 503
+    retriable = True
+
+
+class FetchRefused(FetchError):
+    """A URL (or one of its redirects) is not allowed: wrong scheme, a host outside the
+    allow-list, or an address in a refused range (SSRF protection). Never retried."""
+
+    code = "fetch_refused"
+    http_status = 403
+
+    def __init__(self, public_message: str, *, detail: str | None = None) -> None:
+        super().__init__(public_message, retriable=False, detail=detail)
+
+
+class OcrModelUnavailable(WorkerError):
+    """The OCR model failed to load for a reason other than GPU memory; the next use
+    tries again (a flaky volume, a half-copied model)."""
+
+    code = "ocr_model_load_failed"
+    http_status = 503
+    retriable = True

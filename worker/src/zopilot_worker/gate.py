@@ -8,6 +8,10 @@ asks the driver how much memory is free now and refuses with
 :class:`~zopilot_worker.errors.GPUMemoryUnavailable` (503, retriable) instead
 of finding out by an OOM.
 
+:func:`cap_process_memory` turns the operator's memory plan for the job
+(``$ZOPILOT_REQUIRED_MIB``) into a hard per-process limit on CUDA
+allocations, so a worker that outgrows its plan fails itself.
+
 Without CUDA the gate is a no-op that always passes: a CPU-only worker (tests,
 the local demo, a tiny model) has no GPU memory to protect, and the planner's
 numbers say nothing about host RAM.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from zopilot_worker.errors import GPUMemoryUnavailable
 
@@ -111,3 +116,78 @@ class GPUMemoryGate:
 
 def _mib(n: int) -> int:
     return -(-n // MIB)
+
+
+# --- the memory plan as a hard cap --------------------------------------------------------
+
+
+class CudaMemoryApi(Protocol):
+    """The part of ``torch.cuda`` the cap uses (a fake device in tests)."""
+
+    def is_available(self) -> bool: ...
+
+    def device_count(self) -> int: ...
+
+    def get_device_properties(self, device: int) -> Any: ...
+
+    def set_per_process_memory_fraction(self, fraction: float, device: int) -> None: ...
+
+
+def memory_fraction(required_bytes: int, total_bytes: int) -> float | None:
+    """The share of a device of ``total_bytes`` that the plan's ``required_bytes`` is.
+
+    None when there is nothing to cap: no plan (0), an unknown device, or a
+    plan as large as the device or larger (the whole device is the limit then).
+    """
+    if required_bytes <= 0 or total_bytes <= 0 or required_bytes >= total_bytes:
+        return None
+    return required_bytes / total_bytes
+
+
+def cap_process_memory(required_mib: int, cuda: CudaMemoryApi | None = None) -> dict[int, float]:
+    """Cap this process's CUDA allocations at the plan, ``required_mib``, on each device.
+
+    The operator admits a job with ``required_mib`` of GPU memory (its memory
+    plan, ``$ZOPILOT_REQUIRED_MIB``) next to other jobs on a time-sliced GPU.
+    With ``torch.cuda.set_per_process_memory_fraction`` an allocation past the
+    plan raises ``torch.OutOfMemoryError`` in this process (reported as
+    ``GPUOutOfMemory``, exit 76, and re-planned with more memory) instead of
+    taking memory its neighbours were promised. The cap covers PyTorch's
+    caching allocator, i.e. weights, KV cache and activations; the CUDA
+    context (a few hundred MiB) is outside it, which the planner's overhead
+    term accounts for. Returns ``{device: fraction}`` as applied; ``{}``
+    without CUDA or without a plan.
+    """
+    if required_mib <= 0:
+        return {}
+    if cuda is None:
+        try:
+            import torch  # deferred: seconds to import, and only pods with a plan need it
+        except ImportError:
+            return {}
+        cuda = torch.cuda
+    if not cuda.is_available():
+        log.info("no CUDA device: the %d MiB memory plan is not enforced", required_mib)
+        return {}
+    applied: dict[int, float] = {}
+    for device in range(cuda.device_count()):
+        total = int(cuda.get_device_properties(device).total_memory)
+        fraction = memory_fraction(required_mib * MIB, total)
+        if fraction is None:
+            log.warning(
+                "memory plan of %d MiB is not below device %d's %d MiB: not capped",
+                required_mib,
+                device,
+                _mib(total),
+            )
+            continue
+        cuda.set_per_process_memory_fraction(fraction, device)
+        applied[device] = fraction
+        log.info(
+            "CUDA allocations on device %d capped at the plan: %d MiB of %d MiB (%.4f)",
+            device,
+            required_mib,
+            _mib(total),
+            fraction,
+        )
+    return applied

@@ -9,6 +9,7 @@ Prometheus conventions: base units, ``_seconds``, ``_bytes``, counters ``_total`
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +22,65 @@ PREFIX = "zopilot_worker"
 # Request latencies span 1 ms (/health) to minutes (a cold classification):
 # the RunPod baseline was 10-30 s warm, 60-180 s cold.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+# Every label value below comes from a closed set, so the number of series is
+# bounded whatever clients send. HTTP methods: the ones the API and browsers
+# use; anything else (a client may send any token as a method) is OTHER.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+# Classification labels are user text. The first this many distinct labels a
+# process sees keep their name (a deployment classifies into a fixed label set,
+# typically a dozen); every later one is counted as OTHER_LABEL, and no label
+# value is longer than MAX_LABEL_VALUE_CHARS.
+MAX_CLASSIFICATION_LABELS = 100
+MAX_LABEL_VALUE_CHARS = 64
+OTHER_LABEL = "_other"
+
+
+def method_label(method: str) -> str:
+    """The request method as a bounded label value."""
+    return method if method in HTTP_METHODS else OTHER_METHOD
+
+
+class CappedLabels:
+    """Maps user-supplied values to at most ``limit`` distinct label values (+ ``other``)."""
+
+    def __init__(self, limit: int, *, other: str = OTHER_LABEL) -> None:
+        self.limit = limit
+        self.other = other
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        value = value[:MAX_LABEL_VALUE_CHARS]
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) < self.limit:
+                self._seen.add(value)
+                return value
+        return self.other
+
+
+class ClassificationCounter:
+    """``zopilot_worker_classifications_total{model, label}`` with the label value capped.
+
+    Same ``labels(...)`` call as a prometheus Counter, so callers count as usual;
+    the chosen label goes through :class:`CappedLabels` first.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, limit: int) -> None:
+        self.counter = Counter(
+            f"{PREFIX}_classifications_total",
+            "Classifications, by model and chosen label (the first "
+            f"{limit} distinct labels by name, later ones as {OTHER_LABEL}).",
+            ["model", "label"],
+            registry=registry,
+        )
+        self.cap = CappedLabels(limit)
+
+    def labels(self, *, model: str, label: str) -> Any:
+        return self.counter.labels(model=model, label=self.cap(label))
 
 
 class GPUMemoryCollector(Collector):
@@ -82,12 +142,14 @@ class WorkerMetrics:
         registry: CollectorRegistry | None = None,
         *,
         gpu_probe: Callable[[], dict[int, tuple[int, int, int, int]]] | None = None,
+        max_classification_labels: int = MAX_CLASSIFICATION_LABELS,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.request_duration = Histogram(
             f"{PREFIX}_request_duration_seconds",
-            "HTTP request latency by endpoint (route template) and status code.",
+            "HTTP request latency by endpoint (route template, or `unmatched`), method "
+            "(one of HTTP_METHODS, else OTHER) and status code.",
             ["endpoint", "method", "status"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -122,12 +184,7 @@ class WorkerMetrics:
             ["method"],
             registry=r,
         )
-        self.classifications = Counter(
-            f"{PREFIX}_classifications_total",
-            "Classifications, by model and chosen label.",
-            ["model", "label"],
-            registry=r,
-        )
+        self.classifications = ClassificationCounter(r, limit=max_classification_labels)
         self.model_load_seconds = Gauge(
             f"{PREFIX}_model_load_seconds",
             "Seconds the last load of the model took (cold start).",

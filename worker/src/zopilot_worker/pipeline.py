@@ -7,6 +7,13 @@ implementation over the docstrange-based ``Extractor`` and the Mixtral-family
 (the service's lifespan, the job runner's start) or lazily on first use, in
 both cases through the GPU-memory gate.
 
+Documents are parsed in a pool of child processes (``extract/isolation.py``):
+each one under a wall-clock and an address-space limit, so a parser that
+stalls or crashes on hostile input ends only its child and the caller gets a
+``WorkerError`` (parsing_timeout, parsing_memory_exceeded, parser_crashed).
+The children start on the first document, not with the engine. OCR and the
+classifier stay in this process, next to the GPU.
+
 The extractor and classifier modules (and with them docstrange, torch and
 transformers) are imported lazily: that keeps ``/health`` up within a second
 of process start and guarantees ``zopilot_worker.settings`` has pinned the
@@ -34,6 +41,7 @@ from zopilot_worker.settings import WorkerSettings
 if TYPE_CHECKING:
     from zopilot_worker.classify import Classification, Classifier
     from zopilot_worker.extract import ExtractedDocument, Extractor
+    from zopilot_worker.extract.isolation import ParsingPool
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +99,11 @@ class DocumentEngine:
         model_name: str | None = None,
         quantization: Quantization | None = None,
         gate: GPUMemoryGate | None = None,
+        parsing_pool: ParsingPool | None = None,
     ) -> None:
+        """``parsing_pool`` replaces the pool built from ``settings`` (tests inject faults)."""
         from zopilot_worker.extract import Extractor, ExtractSettings
+        from zopilot_worker.extract.isolation import ParsingPool, PoolLimits, default_processes
 
         self._settings = settings
         self._metrics = metrics
@@ -102,12 +113,21 @@ class DocumentEngine:
         self._gate = gate or GPUMemoryGate(
             settings.gpu_memory_headroom_bytes, _process_available_probe()
         )
-        self._extractor: Extractor = Extractor(
-            ExtractSettings(
-                max_bytes=settings.max_upload_bytes,
-                max_pages=settings.max_pages,
-                ocr_model_dir=settings.ocr_model_dir,
-            )
+        extract_settings = ExtractSettings(
+            max_bytes=settings.max_upload_bytes,
+            max_pages=settings.max_pages,
+            ocr_model_dir=settings.ocr_model_dir,
+        )
+        # In this process the extractor only loads and runs OCR for the parsing children.
+        self._extractor: Extractor = Extractor(extract_settings)
+        self._pool: ParsingPool = parsing_pool or ParsingPool(
+            extract_settings,
+            PoolLimits(
+                processes=settings.parse_processes or default_processes(),
+                timeout_s=settings.parse_timeout_s,
+                memory_limit_mib=settings.parse_memory_limit_mib,
+            ),
+            ocr_loader=self._extractor.load_ocr,
         )
         self._classifier: Classifier | None = None
         # Loading takes a minute for Mixtral: one loader, everyone else waits for it.
@@ -176,7 +196,7 @@ class DocumentEngine:
         self, data: bytes, filename: str, content_type: str | None = None, *, ocr: OcrMode = "auto"
     ) -> ExtractedDocument:
         try:
-            document = self._extractor.extract(data, filename, content_type, ocr=ocr)
+            document = self._pool.extract(data, filename, content_type, ocr=ocr)
         except WorkerError as exc:
             if self._metrics is not None:
                 self._metrics.record_document("unknown", exc.code, {})
@@ -231,7 +251,8 @@ class DocumentEngine:
         return ClassifiedDocument(document, classification)
 
     def close(self) -> None:
-        # Drop the model so its GPU memory goes back before the process exits.
+        # Stop the parsing children; drop the model so its GPU memory goes back before exit.
+        self._pool.close()
         self._classifier = None
         if self._metrics is not None:
             self._metrics.model_loaded.labels(model=self._model.name).set(0)

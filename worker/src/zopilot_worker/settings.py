@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from zopilot_common.spec import Quantization
 
@@ -69,6 +69,40 @@ class WorkerSettings(BaseSettings):
         le=65535,
         description="TCP port on which `run-job` serves /metrics and /health while it works; "
         "0 disables it. Same as `port` so the chart's ServiceMonitor finds both modes.",
+    )
+
+    # --- HTTP: authentication and slow clients (issue 10, section 2) ------------
+    api_token: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        description="Bearer token (env ZOPILOT_WORKER_API_TOKEN) that /extract, /classify, "
+        "/docs, /redoc and /openapi.json require when set; compared in constant time. "
+        "/health, /ready and /metrics stay open for kubelets and Prometheus. None: no "
+        "authentication (the Service is cluster-internal; use a NetworkPolicy then).",
+    )
+    body_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds a client has to send its whole request body; slower uploads "
+        "get 408. 120: a 50 MiB upload then needs ~3.5 Mbit/s, any in-cluster client has "
+        "far more, while a client trickling bytes holds its connection at most this long.",
+    )
+    request_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds from the request's arrival to its answer (body, queue, work); "
+        "beyond it the answer is 504 while work already running finishes in the background "
+        "and keeps its slot. 900: a cold Mixtral load (60-180 s) plus a full queue of "
+        "10-30 s documents.",
+    )
+    max_concurrent_uploads: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Request bodies read at once, across endpoints; beyond it 503 + "
+        "Retry-After. Bodies are read before a request takes a place in an endpoint's "
+        "queue, so slow uploads never hold extraction or classification places; this "
+        "bounds the memory they buffer (32 x the upload limit at worst).",
     )
 
     # --- models ---------------------------------------------------------------
@@ -173,6 +207,33 @@ class WorkerSettings(BaseSettings):
         "CUDA context, allocator fragmentation, another tenant's growth on a shared GPU.",
     )
 
+    # --- document parsing processes (extract/isolation.py) --------------------
+    parse_processes: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Child processes that parse documents (each one document at a time, "
+        "with its own PDFium). 0: one per CPU this process may run on "
+        "(os.sched_getaffinity), since parsing is CPU-bound.",
+    )
+    parse_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Wall-clock seconds one document may spend being parsed in its child "
+        "process (OCR, done in the service process, is not counted); past it the child is "
+        "killed and the document fails with parsing_timeout (422). 120: ~10x what a "
+        "500-page PDF or a 50 MiB Office file takes on one core.",
+    )
+    parse_memory_limit_mib: int = Field(
+        default=3072,
+        ge=0,
+        description="Address-space limit (RLIMIT_AS) of each parsing process, in MiB; "
+        "0 = unlimited. A document that needs more fails with parsing_memory_exceeded or "
+        "parser_crashed (422). 3072: a child with every parser loaded maps ~300 MiB; "
+        "the rest covers pandas/openpyxl building a sheet from the 200 MiB of XML the "
+        "zip-bomb guard lets through.",
+    )
+
     # --- job runner -----------------------------------------------------------
     fetch_timeout_s: float = Field(
         default=60.0,
@@ -204,6 +265,56 @@ class WorkerSettings(BaseSettings):
         default=Path("/dev/termination-log"),
         description="File for the job summary (at most 4 KiB): Kubernetes' default "
         "terminationMessagePath, which the operator reads into the job status.",
+    )
+
+    # --- job runner: fetch safety, resume, memory plan (issue 10, section 3) ---
+    fetch_allow_http: bool = Field(
+        default=False,
+        description="Fetch plain-http URLs too. Off: only https, so a document's bytes and "
+        "any credentials in its URL are never sent in clear text; redirects to http are "
+        "refused as well.",
+    )
+    fetch_allow_private_networks: bool = Field(
+        default=False,
+        description="Let URLs reach loopback, private (RFC 1918), unique-local, CGNAT and "
+        "other non-global addresses: for tests and on-prem object stores. Link-local and the "
+        "cloud-metadata addresses (169.254.169.254, fd00:ec2::254, 100.100.100.200, ...) stay "
+        "refused even then. Off: a URL can only reach the public internet, on every hop.",
+    )
+    fetch_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="When non-empty, the only hosts a URL (and each of its redirects) may "
+        'name: exact host names or IP literals, or ".example.com" for every sub-domain. The '
+        "address checks still apply. Env: a JSON list.",
+    )
+    fetch_private_hosts: list[str] = Field(
+        default_factory=list,
+        description='Hosts (names or IP literals, ".example.com" for sub-domains) that may '
+        "resolve to private addresses although fetch_allow_private_networks is off: an "
+        "on-prem object store. Link-local and metadata addresses stay refused. Env: a JSON list.",
+    )
+    fetch_max_redirects: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="Redirects followed per fetch; each hop is checked like the first URL. "
+        "5: presigned-URL services redirect once or twice.",
+    )
+    fetch_deadline_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds one document's fetch may take in all: DNS aside, every connect, "
+        "TLS handshake, read, redirect, retry and backoff counts, so a server trickling "
+        "bytes cannot hold a document past it. 300: 50 MiB at ~170 KiB/s.",
+    )
+    required_mib: int = Field(
+        default=0,
+        ge=0,
+        validation_alias=AliasChoices("ZOPILOT_REQUIRED_MIB", "required_mib"),
+        description="The job's GPU-memory plan in MiB, set by the operator as "
+        "$ZOPILOT_REQUIRED_MIB (no ZOPILOT_WORKER_ prefix). `run-job` caps this process's "
+        "CUDA allocations at it, so a worker that outgrows its plan fails itself with a CUDA "
+        "OOM (exit 76, re-planned) instead of its neighbours on a shared GPU. 0: no cap.",
     )
 
     # --- logging --------------------------------------------------------------

@@ -21,8 +21,6 @@ from zopilot_worker.classify import loading, scoring
 from zopilot_worker.errors import GPUOutOfMemory
 
 DEFAULT_MAX_INPUT_TOKENS = 2048
-# Upper bound on a label's tokens (labels are at most 100 characters).
-MAX_LABEL_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -89,8 +87,9 @@ class Classifier:
         """The most likely label for ``text`` and a normalised score per label."""
         labels = scoring.validate_labels(labels)
         # Reserve room for the longest label after the prompt.
-        prompt = self._prompt(text, labels, max_input_tokens, reserve=MAX_LABEL_TOKENS)
+        prompt = self._prompt(text, labels, max_input_tokens, reserve=scoring.MAX_LABEL_TOKENS)
         label_ids = scoring.encode_labels(self.tokenizer, labels, prompt.tail)
+        scoring.check_label_tokens(labels, label_ids, model=self.name)
         try:
             means = scoring.label_log_likelihoods(self.model, prompt.input_ids, label_ids)
         except torch.OutOfMemoryError as exc:

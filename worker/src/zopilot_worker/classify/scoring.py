@@ -10,9 +10,21 @@ against one full forward pass per label). Packing instead of batching means
 the prompt's KV cache is never copied per label: memory stays at one prompt
 plus the labels' few tokens, which is what the memory planner assumes.
 
+Logits are computed only where they are used: the prompt pass keeps its last
+position (the first label token's distribution), the label pass keeps only the
+positions that predict a label's next token (``logits_to_keep`` with those
+indices, so lm_head never projects the other positions onto the vocabulary),
+and log-probabilities are taken in float32 chunks of ``LOGPROB_CHUNK_ROWS``
+rows. The memory planner counts exactly that (``label_scoring_bytes``).
+
 A label's score is the mean log-probability of its tokens (length-normalised,
 so long labels are not penalised for having more tokens); the softmax of those
 means over the label set is the normalised score.
+
+User text never becomes control tokens: the document and the labels are
+tokenized with ``split_special_tokens=True``, so a literal ``</s>`` or
+``[/INST]`` in them is text; only the chat template's own markup (rendered
+around a sentinel) is tokenized with the special tokens recognised.
 """
 
 from __future__ import annotations
@@ -25,10 +37,12 @@ from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from zopilot_common.planner import LOGPROB_CHUNK_ROWS as LOGPROB_CHUNK_ROWS
+from zopilot_common.planner import MAX_LABEL_TOKENS as MAX_LABEL_TOKENS
+from zopilot_common.planner import MAX_LABELS as MAX_LABELS
 
 from zopilot_worker.errors import InvalidLabels
 
-MAX_LABELS = 64
 MAX_LABEL_CHARS = 100
 # Text longer than this many characters per allowed token cannot fit; cutting
 # it first saves tokenizing a 500-page document only to keep its head.
@@ -85,13 +99,15 @@ def build_prompt(
     """Instruction + the document's first ``max_input_tokens`` tokens + the answer cue.
 
     Uses the tokenizer's chat template when it has one (instruct models answer
-    after their ``[/INST]``), else a plain "Label:" cue.
+    after their ``[/INST]``), else a plain "Label:" cue. The template's markup
+    is tokenized with its special tokens; the instruction (which lists the
+    labels) and the document as plain text (see the module docstring).
     """
     if max_input_tokens <= 0:
         raise ValueError("max_input_tokens must be positive")
     if tokenizer.chat_template:
         rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": instruction(labels) + _SENTINEL}],
+            [{"role": "user", "content": _SENTINEL}],
             tokenize=False,
             add_generation_prompt=True,
         )
@@ -99,10 +115,11 @@ def build_prompt(
         # The template writes the BOS token itself.
         head_ids = _encode(tokenizer, head, special=False)
     else:
-        head, tail = instruction(labels), "\n\nLabel:"
-        head_ids = _encode(tokenizer, head, special=True)
+        tail = "\n\nLabel:"
+        head_ids = _encode(tokenizer, "", special=True)  # the BOS token, if any
+    head_ids += text_ids(tokenizer, instruction(labels))
     char_budget = max_input_tokens * _MAX_CHARS_PER_TOKEN
-    doc_ids = _encode(tokenizer, text[:char_budget], special=False)
+    doc_ids = text_ids(tokenizer, text[:char_budget])
     truncated = len(text) > char_budget or len(doc_ids) > max_input_tokens
     kept = doc_ids[:max_input_tokens]
     ids = head_ids + kept + _encode(tokenizer, tail, special=False)
@@ -116,17 +133,35 @@ def encode_labels(
 
     A label is tokenized together with the prompt's tail and its tail tokens
     cut off, so word-boundary handling (leading space, SentencePiece's "▁")
-    matches the context it is scored in.
+    matches the context it is scored in. All of it as plain text: a label
+    is user input, and the tail's markup only has to end where the label starts.
     """
-    tail_ids = _encode(tokenizer, tail, special=False)
+    tail_ids = text_ids(tokenizer, tail)
     encoded = []
     for label in labels:
-        joint = _encode(tokenizer, f"{tail} {label}", special=False)
+        joint = text_ids(tokenizer, f"{tail} {label}")
         if joint[: len(tail_ids)] == tail_ids and len(joint) > len(tail_ids):
             encoded.append(joint[len(tail_ids) :])
         else:  # the tail merged with the label's first token: tokenize the label alone
-            encoded.append(_encode(tokenizer, f" {label}", special=False))
+            encoded.append(text_ids(tokenizer, f" {label}"))
     return encoded
+
+
+def check_label_tokens(
+    labels: Sequence[str], label_ids: Sequence[Sequence[int]], *, model: str
+) -> None:
+    """InvalidLabels naming the first label longer than MAX_LABEL_TOKENS tokens.
+
+    The memory plan assumes at most MAX_LABELS x MAX_LABEL_TOKENS packed label
+    tokens (zopilot_common.planner); characters alone do not bound tokens
+    (an emoji can be 4 byte tokens).
+    """
+    for label, ids in zip(labels, label_ids, strict=True):
+        if len(ids) > MAX_LABEL_TOKENS:
+            raise InvalidLabels(
+                f"label {label!r} is {len(ids)} tokens long for {model}'s tokenizer; "
+                f"at most {MAX_LABEL_TOKENS} tokens per label are allowed: shorten it"
+            )
 
 
 @torch.inference_mode()
@@ -144,34 +179,55 @@ def label_log_likelihoods(
     out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
 
-    packed = [t for ids in label_ids for t in ids]
-    segment = torch.tensor([j for j, ids in enumerate(label_ids) for _ in ids], device=device)
-    position = torch.tensor([i for ids in label_ids for i in range(len(ids))], device=device)
-    # Token a may attend to token b of the packed labels iff same label, b not after a.
-    own = (segment[:, None] == segment[None, :]) & (position[None, :] <= position[:, None])
-    visible = torch.cat([own.new_ones(len(packed), n_prompt), own], dim=1)
-    # Additive mask in the attention's dtype (that of the hidden states).
-    dtype = embeddings.dtype
-    mask = torch.zeros(visible.shape, dtype=dtype, device=device)
-    mask.masked_fill_(~visible, torch.finfo(dtype).min)
-    out = model(
-        input_ids=torch.tensor([packed], device=device),
-        position_ids=(position + n_prompt)[None, :],
-        attention_mask=mask[None, None, :, :],
-        cache=out.cache,
-        use_cache=True,
-    )
-    rest = torch.log_softmax(out.logits[0].float(), dim=-1)
-
-    scores, start = [], 0
-    for ids in label_ids:
-        total = first[ids[0]]
+    # Token k-1 of a label (packed position start+k-1) predicts its token k:
+    # only those positions' logits are needed.
+    rows: list[int] = []
+    targets: list[int] = []
+    owners: list[int] = []
+    start = 0
+    for j, ids in enumerate(label_ids):
         for k in range(1, len(ids)):
-            # The packed position of token k-1 predicts token k.
-            total = total + rest[start + k - 1, ids[k]]
-        scores.append(float(total) / len(ids))
+            rows.append(start + k - 1)
+            targets.append(ids[k])
+            owners.append(j)
         start += len(ids)
-    return scores
+    totals = [float(first[ids[0]]) for ids in label_ids]
+    if rows:  # else every label is one token: the prompt pass said everything
+        packed = [t for ids in label_ids for t in ids]
+        segment = torch.tensor([j for j, ids in enumerate(label_ids) for _ in ids], device=device)
+        position = torch.tensor([i for ids in label_ids for i in range(len(ids))], device=device)
+        # Token a may attend to token b of the packed labels iff same label, b not after a.
+        own = (segment[:, None] == segment[None, :]) & (position[None, :] <= position[:, None])
+        visible = torch.cat([own.new_ones(len(packed), n_prompt), own], dim=1)
+        # Additive mask in the attention's dtype (that of the hidden states).
+        dtype = embeddings.dtype
+        mask = torch.zeros(visible.shape, dtype=dtype, device=device)
+        mask.masked_fill_(~visible, torch.finfo(dtype).min)
+        out = model(
+            input_ids=torch.tensor([packed], device=device),
+            position_ids=(position + n_prompt)[None, :],
+            attention_mask=mask[None, None, :, :],
+            cache=out.cache,
+            use_cache=True,
+            logits_to_keep=torch.tensor(rows, device=device),
+        )
+        picked = token_log_probs(out.logits[0], torch.tensor(targets, device=device))
+        for owner, value in zip(owners, picked.tolist(), strict=True):
+            totals[owner] += value
+    return [total / len(ids) for total, ids in zip(totals, label_ids, strict=True)]
+
+
+def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[i, targets[i]] per row, in float32, LOGPROB_CHUNK_ROWS rows at a time.
+
+    Never materialises float32 log-probabilities for all rows at once.
+    """
+    values = []
+    for begin in range(0, logits.shape[0], LOGPROB_CHUNK_ROWS):
+        block = logits[begin : begin + LOGPROB_CHUNK_ROWS].float()
+        chosen = block.gather(1, targets[begin : begin + LOGPROB_CHUNK_ROWS, None]).squeeze(1)
+        values.append(chosen - torch.logsumexp(block, dim=-1))
+    return torch.cat(values)
 
 
 def softmax(values: Sequence[float]) -> list[float]:
@@ -216,5 +272,11 @@ def input_embedding_weight(model: PreTrainedModel) -> torch.Tensor:
     return weight
 
 
+def text_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of user text: special-token strings in it are split into ordinary tokens."""
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str, *, special: bool) -> list[int]:
+    """Token ids of our own template text (its markup becomes special tokens)."""
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])

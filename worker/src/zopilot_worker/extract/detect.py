@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from types import MappingProxyType
 
 from zopilot_worker.errors import UnsupportedDocumentType
+from zopilot_worker.extract.ooxml import refuse_many_entries
 from zopilot_worker.extract.schema import Kind
 
 _OOXML = "application/vnd.openxmlformats-officedocument"
@@ -106,11 +107,49 @@ _FOREIGN: tuple[tuple[bytes, str], ...] = (
 )
 # A PDF header may follow up to 1 KiB of junk (PDF 1.7, Annex H); PDFium agrees.
 _PDF_HEADER_WINDOW = 1024
-_HTML_START = re.compile(
-    rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>])",
-    re.IGNORECASE | re.DOTALL,
-)
+# How far into a text file the HTML markers are looked for (after a BOM).
+_HTML_WINDOW = 4096
+# What ``\s`` matched in the bytes pattern this replaced: ASCII whitespace.
+_ASCII_SPACE = b" \t\n\r\x0b\x0c"
+_HTML_TAGS = (b"html", b"head", b"body")
+# One character class, no repetition: linear.
 _BAD_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def _skip_space(text: bytes, pos: int) -> int:
+    while pos < len(text) and text[pos] in _ASCII_SPACE:
+        pos += 1
+    return pos
+
+
+def looks_like_html(data: bytes) -> bool:
+    """Whether text starts, after whitespace and comments, with a doctype or html/head/body tag.
+
+    A linear scan: the regular expression it replaces,
+    ``^\\s*(<!--.*?-->\\s*)*<(!doctype\\s+html|html[\\s>]|...)``, backtracked
+    exponentially on a run of comments that is not followed by a tag. A comment
+    ends at its first ``-->``, as in HTML (the regex could also stretch it to a
+    later one).
+    """
+    text = data[:_HTML_WINDOW].lstrip(b"\xef\xbb\xbf").lower()  # bytes: lowers ASCII only
+    pos = _skip_space(text, 0)
+    while text.startswith(b"<!--", pos):
+        end = text.find(b"-->", pos + 4)
+        if end == -1:
+            return False
+        pos = _skip_space(text, end + 3)
+    if not text.startswith(b"<", pos):
+        return False
+    pos += 1
+    if text.startswith(b"!doctype", pos):
+        after = text[pos + 8 :]
+        spaced = after.lstrip(_ASCII_SPACE)
+        return len(spaced) < len(after) and spaced.startswith(b"html")
+    for tag in _HTML_TAGS:
+        if text.startswith(tag, pos):
+            follow = text[pos + len(tag) : pos + len(tag) + 1]
+            return bool(follow) and (follow in _ASCII_SPACE or follow == b">")
+    return False
 
 
 def decode_text(data: bytes) -> str | None:
@@ -136,6 +175,7 @@ def decode_text(data: bytes) -> str | None:
 
 def _ooxml_kind(data: bytes) -> Kind | None:
     """The OOXML kind named by the zip's entries; None if the zip cannot be read."""
+    refuse_many_entries(data, "ZIP")  # before zipfile builds an object per entry
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())
@@ -210,7 +250,7 @@ def detect_kind(data: bytes, filename: str, content_type: str | None) -> str:
 
     if decode_text(data) is None:
         raise UnsupportedDocumentType(f"The file is not a supported document; send {_ACCEPTED}.")
-    text_kind: Kind = "html" if _HTML_START.match(data[:4096].lstrip(b"\xef\xbb\xbf")) else "text"
+    text_kind: Kind = "html" if looks_like_html(data) else "text"
     for kind, what in declared:
         if kind not in ("html", "text"):
             raise _mismatch("text", what, kind)

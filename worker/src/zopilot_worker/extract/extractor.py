@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -26,6 +27,8 @@ from zopilot_worker.errors import (
     CorruptDocument,
     DocumentTooLarge,
     EmptyDocument,
+    GPUOutOfMemory,
+    ParsingMemoryExceeded,
     WorkerError,
 )
 from zopilot_worker.extract import ocr as ocr_mod
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 PDF_ENGINE = "pdfium-text"
 _OCR_MODES = ("auto", "always", "never")
 
+OcrLoader = Callable[[], tuple[ocr_mod.OcrEngine | None, str]]
+"""Returns (engine, "") or (None, why OCR is unavailable: a public sentence)."""
+
 
 class Extractor:
     """Extracts documents; safe to share between threads (one per process is enough)."""
@@ -50,9 +56,12 @@ class Extractor:
         settings: ExtractSettings = ExtractSettings(),  # noqa: B008 - frozen, so sharing is safe
         *,
         ocr_engine: ocr_mod.OcrEngine | None = None,
+        ocr_loader: OcrLoader | None = None,
     ) -> None:
-        """``ocr_engine`` replaces the engine built from ``settings.ocr_model_dir`` (tests)."""
+        """``ocr_engine`` replaces the engine built from ``settings.ocr_model_dir`` (tests);
+        ``ocr_loader`` replaces how it is loaded (a parsing process asks the service's)."""
         self.settings = settings
+        self._ocr_loader = ocr_loader
         self._ocr_engine = ocr_engine
         self._ocr_unavailable = ""
         self._ocr_loaded = ocr_engine is not None
@@ -82,6 +91,8 @@ class Extractor:
             return self._extract_office(name, kind, bytes(data))
         except WorkerError:
             raise
+        except MemoryError as exc:
+            raise memory_exceeded(name) from exc
         except Exception as exc:  # parsers on hostile input: never past this line
             log.warning("extraction of %r (%s) failed unexpectedly", name, kind, exc_info=True)
             raise CorruptDocument(
@@ -119,6 +130,8 @@ class Extractor:
                 for page in wanted:
                     try:
                         ocr_done[page] = engine.ocr_image(pdf.render(page - 1))
+                    except GPUOutOfMemory:
+                        raise  # the plan was too small: exit 76 and a re-plan, not a warning
                     except Exception:
                         log.exception("OCR of page %d of %r failed", page, name)
                         warnings.append(f"OCR failed on page {page}.")
@@ -161,12 +174,28 @@ class Extractor:
             warnings=tuple(warnings),
         )
 
+    def load_ocr(self) -> tuple[ocr_mod.OcrEngine | None, str]:
+        """(engine, "") or (None, why not), loading the engine once on first call."""
+        engine = self._engine()
+        return engine, self._ocr_unavailable
+
     def _engine(self) -> ocr_mod.OcrEngine | None:
         """The OCR engine, loaded once on first need; None (with the reason kept) if unavailable."""
         with self._ocr_lock:
             if not self._ocr_loaded:
-                self._ocr_engine, self._ocr_unavailable = ocr_mod.load_engine(
-                    self.settings.ocr_model_dir
-                )
+                if self._ocr_loader is not None:
+                    self._ocr_engine, self._ocr_unavailable = self._ocr_loader()
+                else:
+                    self._ocr_engine, self._ocr_unavailable = ocr_mod.load_engine(
+                        self.settings.ocr_model_dir
+                    )
                 self._ocr_loaded = True
             return self._ocr_engine
+
+
+def memory_exceeded(name: str) -> ParsingMemoryExceeded:
+    return ParsingMemoryExceeded(
+        f"{name!r} needs more memory to parse than a document is allowed; it is too large or "
+        "too complex once unpacked. Split it into smaller documents.",
+        detail="MemoryError",
+    )

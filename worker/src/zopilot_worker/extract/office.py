@@ -74,6 +74,18 @@ _TRUNCATED = re.compile(r"\*Table truncated to first (\d+) rows out of (\d+) tot
 _SPLIT_H3 = re.compile(r"^#\n(## )", re.MULTILINE)
 
 
+def _caused_by_memory(exc: BaseException) -> bool:
+    """Whether a MemoryError is in ``exc``'s chain (docstrange wraps errors it catches)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MemoryError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def processor_name(kind: Kind) -> str:
     return _PROCESSORS[kind][2]
 
@@ -95,7 +107,11 @@ def convert(kind: Kind, data: bytes) -> tuple[str, tuple[str, ...]]:
         try:
             processor = processor_cls(preserve_layout=True, include_images=False, ocr_enabled=False)
             markdown = processor.process(path).extract_markdown()
+        except MemoryError:
+            raise  # the parsing process's memory limit: reported as such, not as damage
         except Exception as exc:  # docstrange wraps parser errors in ConversionError
+            if _caused_by_memory(exc):
+                raise MemoryError from exc
             log.info("docstrange %s failed: %r", processor_cls.__name__, exc)
             raise CorruptDocument(
                 f"The {kind.upper() if kind != 'text' else 'text'} document could not be read; "

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import zipfile
 
 from zopilot_worker.errors import CorruptDocument, DocumentTooLarge
 from zopilot_worker.extract.schema import ExtractSettings, Kind
+from zopilot_worker.extract.sheets import check_sheets
 
 # Real documents have tens to a few hundred parts; 10,000 bounds the cost of
 # walking the directory and of python-docx's package loader.
@@ -54,8 +56,66 @@ def _bomb(kind: Kind, why: str, detail: str) -> CorruptDocument:
     )
 
 
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record (APPNOTE 4.3.16)
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")  # zip64 end of central directory locator (4.3.15)
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory record (4.3.14)
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # central directory file header (4.3.12)
+# The EOCD record is the last thing in a zip, after at most a 64 KiB comment.
+_EOCD_WINDOW = _EOCD.size + 0xFFFF
+
+
+def central_directory_entries(data: bytes, limit: int = MAX_ENTRIES) -> int | None:
+    """How many entries the zip's central directory holds, counted up to ``limit + 1``.
+
+    Read from the end-of-central-directory record and by walking the directory's
+    headers (the record's count may lie; ``zipfile`` walks the directory by its
+    byte size), without building anything: a directory of a million entries is
+    refused after ``limit`` headers, before ``zipfile`` would parse it. None
+    when the structure cannot be read (``zipfile`` then reports the damage).
+    """
+    eocd = data.rfind(b"PK\x05\x06", max(0, len(data) - _EOCD_WINDOW))
+    if eocd == -1 or len(data) - eocd < _EOCD.size:
+        return None
+    _, _, _, _, declared, cd_size, _, _ = _EOCD.unpack_from(data, eocd)
+    end = eocd
+    locator = eocd - _EOCD64_LOCATOR.size
+    if locator >= 0 and data.startswith(b"PK\x06\x07", locator):
+        record = locator - _EOCD64.size
+        if record < 0 or not data.startswith(b"PK\x06\x06", record):
+            return None
+        fields = _EOCD64.unpack_from(data, record)
+        declared, cd_size = fields[7], fields[8]  # total entries, directory size
+        end = record
+    if declared > limit:
+        return int(declared)
+    start = end - cd_size
+    if start < 0:
+        return None
+    count, pos = 0, start
+    while pos + _CENTRAL.size <= end and count <= limit:
+        header = _CENTRAL.unpack_from(data, pos)
+        if header[0] != b"PK\x01\x02":
+            return None
+        name_len, extra_len, comment_len = header[12], header[13], header[14]
+        pos += _CENTRAL.size + name_len + extra_len + comment_len
+        count += 1
+    return max(count, int(declared))
+
+
+def refuse_many_entries(data: bytes, what: str) -> None:
+    """CorruptDocument if the zip's directory lists more than MAX_ENTRIES entries."""
+    entries = central_directory_entries(data)
+    if entries is not None and entries > MAX_ENTRIES:
+        raise CorruptDocument(
+            f"The {what} file was refused: its ZIP directory lists more than {MAX_ENTRIES} "
+            "entries. It looks like a zip bomb or a damaged document; send the original file.",
+            detail=f"entries >= {entries}",
+        )
+
+
 def check_ooxml(data: bytes, kind: Kind, settings: ExtractSettings) -> int:
     """Validate an OOXML zip against the limits; return its pages (slides/sheets; 1 for DOCX)."""
+    refuse_many_entries(data, kind.upper())
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
@@ -93,6 +153,8 @@ def check_ooxml(data: bytes, kind: Kind, settings: ExtractSettings) -> int:
         raise _bomb(kind, f"it inflates {total // compressed}x", f"{total} from {compressed}")
 
     _check_prologs(data, infos, kind)
+    if kind == "xlsx":
+        check_sheets(data, settings)  # the grid pandas would build, before it builds it
     names = {info.filename for info in infos}
     if _REQUIRED[kind] not in names:
         raise CorruptDocument(

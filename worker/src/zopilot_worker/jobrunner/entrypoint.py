@@ -3,6 +3,14 @@
 Every way out goes through :func:`run_job`'s end: the summary is written to
 the termination-message file, printed as the last JSON line on stdout, and the
 exit code (see :mod:`zopilot_worker.jobrunner.exitcodes`) returned.
+
+That includes SIGTERM (the job's deadline, its deletion, a node drain) and
+SIGINT: the handler raises :class:`JobTerminated` in the main thread, which
+stops the document loop, saves the results so far, writes the summary
+(exit 75: a retry resumes where this attempt stopped) and, when
+``exit_on_signal`` (the CLI), ends the process at once with ``os._exit``
+instead of waiting for extractions still running in threads, which the
+kubelet's grace period would not wait for.
 """
 
 from __future__ import annotations
@@ -10,9 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,13 +38,18 @@ from zopilot_worker.jobrunner.exitcodes import (
 )
 from zopilot_worker.jobrunner.fetch import Fetcher, resolve_documents
 from zopilot_worker.jobrunner.observability import create_job_app
-from zopilot_worker.jobrunner.output import OutputError, ResultWriter, resolve_output_dir
+from zopilot_worker.jobrunner.output import (
+    OutputError,
+    ResultWriter,
+    resolve_output_dir,
+    spec_fingerprint,
+)
 from zopilot_worker.jobrunner.report import (
     ProgressReporter,
     build_summary,
     write_termination_message,
 )
-from zopilot_worker.jobrunner.runner import JobRunner
+from zopilot_worker.jobrunner.runner import JobResult, JobRunner
 from zopilot_worker.jobrunner.specfile import InvalidSpec, load_spec
 from zopilot_worker.metrics import WorkerMetrics
 from zopilot_worker.settings import WorkerSettings
@@ -50,15 +65,72 @@ class RunJobOptions:
     progress_file: Path | None = None
     metrics_port: int | None = None  # None: settings.metrics_port; 0: no server
     skip_doctor: bool = False
+    # After a SIGTERM/SIGINT summary, end the process with os._exit (see the module doc).
+    exit_on_signal: bool = True
 
 
 class JobStopped(Exception):
-    """Ends the job before or instead of processing; carries the exit code."""
+    """Ends the job before or instead of processing; carries the exit code (and the
+    summary, when one was already built with the counts so far)."""
 
-    def __init__(self, exit_code: int, message: str) -> None:
+    def __init__(
+        self,
+        exit_code: int,
+        message: str,
+        *,
+        summary: dict[str, Any] | None = None,
+        terminated: bool = False,
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.message = message
+        self.summary = summary
+        self.terminated = terminated
+
+
+class JobTerminated(BaseException):
+    """Raised in the main thread by the SIGTERM/SIGINT handler.
+
+    A BaseException, like KeyboardInterrupt: per-document ``except Exception``
+    handlers must not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal_name = signal.Signals(signum).name
+
+
+def _handle_termination() -> Callable[[], None]:
+    """Install the handler (main thread only); returns what restores the previous ones."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    fired: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if fired:  # a second signal: let the first one's summary be written
+            return
+        fired.append(signum)
+        raise JobTerminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _terminated_message(stop: JobTerminated, done: int | None, documents: int | None) -> str:
+    where = (
+        f"after {done} of {documents} documents"
+        if done is not None and documents is not None
+        else "before processing began"
+    )
+    return (
+        f"terminated by {stop.signal_name} {where}; the results so far are saved and a "
+        "retry resumes from them"
+    )
 
 
 def run_job(
@@ -72,24 +144,40 @@ def run_job(
     stream = stdout or sys.stdout
     metrics = WorkerMetrics()
     port = settings.metrics_port if options.metrics_port is None else options.metrics_port
-    server = _start_metrics_server(metrics, settings.host, port)
+    restore_signals = _handle_termination()
+    terminated = False
+    server = None
     try:
         try:
+            server = _start_metrics_server(metrics, settings.host, port)
             summary = _run(options, settings, metrics, environ, stream)
         except JobStopped as stop:
             print(f"zopilot-worker run-job: {stop.message}", file=sys.stderr, flush=True)
-            summary = _stopped_summary(stop.exit_code, stop.message)
+            summary = stop.summary or _stopped_summary(stop.exit_code, stop.message)
+            terminated = stop.terminated
+        except JobTerminated as stop:
+            summary = _stopped_summary(EXIT_RETRIABLE, _terminated_message(stop, None, None))
+            terminated = True
         except Exception as exc:
             # A bug, not a condition a retry would change: permanent, with the log as evidence.
             log.exception("run-job crashed")
             summary = _stopped_summary(EXIT_PERMANENT, f"internal error: {type(exc).__name__}")
+        finally:
+            if server is not None:
+                server.stop()
+        write_termination_message(options.termination_log or settings.termination_log, summary)
+        event = json.dumps(
+            {"event": "summary", **summary}, separators=(",", ":"), ensure_ascii=False
+        )
+        print(event, file=stream, flush=True)
     finally:
-        if server is not None:
-            server.stop()
-    write_termination_message(options.termination_log or settings.termination_log, summary)
-    event = json.dumps({"event": "summary", **summary}, separators=(",", ":"), ensure_ascii=False)
-    print(event, file=stream, flush=True)
+        restore_signals()
     code: int = summary["exitCode"]
+    if terminated and options.exit_on_signal:
+        log.warning("run-job: %s; exiting with %d", summary.get("message", ""), code)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 
@@ -140,9 +228,15 @@ def _run(
     try:
         spec = load_spec(options.spec_path, environ)
         output_dir = resolve_output_dir(spec, options.output, volume_root=settings.volume_root)
-        writer = ResultWriter(output_dir)
+        writer = ResultWriter(output_dir, fingerprint=spec_fingerprint(spec))
     except (InvalidSpec, OutputError) as exc:
         raise JobStopped(EXIT_PERMANENT, str(exc)) from None
+
+    if settings.required_mib:
+        # Before anything touches the GPU: the plan the operator admitted is the limit.
+        from zopilot_worker.gate import cap_process_memory
+
+        cap_process_memory(settings.required_mib)
 
     from zopilot_worker.pipeline import create_engine
 
@@ -153,12 +247,8 @@ def _run(
         model_name=classify.model if classify else None,
         quantization=classify.quantization if classify else None,
     )
-    fetcher = Fetcher(
-        max_bytes=settings.max_upload_bytes,
-        timeout_s=settings.fetch_timeout_s,
-        attempts=settings.fetch_attempts,
-        backoff_s=settings.fetch_backoff_s,
-    )
+    fetcher = Fetcher.from_settings(settings)
+    runner: JobRunner | None = None
     try:
         if classify is not None:
             # Load before fetching anything: a model that cannot load fails the job in seconds.
@@ -175,11 +265,18 @@ def _run(
         reporter = ProgressReporter(
             len(refs), metrics=metrics, progress_file=options.progress_file, stream=stream
         )
-        reporter.emit()
         runner = JobRunner(
             spec, engine, fetcher, writer, reporter, concurrency=settings.extract_concurrency
         )
         result = runner.run(refs)
+    except JobTerminated as stop:
+        partial = runner.result if runner is not None else None
+        if partial is None:
+            raise
+        message = _terminated_message(stop, partial.done + partial.failed, partial.documents)
+        summary = _summary(EXIT_RETRIABLE, partial, output_dir, message)
+        writer.finish(summary)
+        raise JobStopped(EXIT_RETRIABLE, message, summary=summary, terminated=True) from None
     finally:
         fetcher.close()
         engine.close()
@@ -196,7 +293,15 @@ def _run(
             failed_retriable=result.failed_retriable,
         )
         message = _outcome_message(exit_code, result.failed_retriable, result.documents)
-    summary = build_summary(
+    summary = _summary(exit_code, result, output_dir, message)
+    writer.finish(summary)
+    return summary
+
+
+def _summary(
+    exit_code: int, result: JobResult, output_dir: Path | None, message: str
+) -> dict[str, Any]:
+    return build_summary(
         exit_code=exit_code,
         documents=result.documents,
         done=result.done,
@@ -206,9 +311,8 @@ def _run(
         output_path=str(output_dir) if output_dir is not None else None,
         failures=result.failures,
         message=message,
+        resumed=result.resumed,
     )
-    writer.finish(summary)
-    return summary
 
 
 def _outcome_message(exit_code: int, failed_retriable: int, documents: int) -> str:

@@ -49,6 +49,7 @@ def build_summary(
     output_path: str | None,
     failures: list[dict[str, str]],
     message: str = "",
+    resumed: int = 0,
     limit: int = TERMINATION_MESSAGE_LIMIT,
 ) -> dict[str, Any]:
     """The job summary, shrunk to fit ``limit`` bytes of compact JSON."""
@@ -62,6 +63,8 @@ def build_summary(
         "outputPath": output_path,
         "failures": failures[:MAX_FAILURES_LISTED],
     }
+    if resumed:
+        summary["resumed"] = resumed  # of done + failed: finished by earlier attempts
     if message:
         summary["message"] = message
     if len(failures) > MAX_FAILURES_LISTED:
@@ -121,6 +124,10 @@ class ProgressReporter:
         self._stream = stream or sys.stdout
         self._metrics.job_documents.labels(state="total").set(documents)
 
+    def resume(self, *, done: int, failed: int) -> None:
+        """Start from the documents an earlier attempt finished."""
+        self.done, self.failed = done, failed
+
     def document_finished(self, *, ok: bool) -> None:
         if ok:
             self.done += 1
@@ -141,6 +148,6 @@ class ProgressReporter:
         print(line, file=self._stream, flush=True)
         if self._file is not None:
             try:
-                atomic_write(self._file, (line + "\n").encode())
+                atomic_write(self._file, (line + "\n").encode(), durable=False)
             except OSError as exc:
                 log.warning("cannot update the progress file %s: %s", self._file, exc.strerror)

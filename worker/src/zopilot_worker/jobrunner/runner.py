@@ -7,6 +7,9 @@ documents are recorded in the order of the spec. A bad document is recorded
 as failed and the job goes on; only a model-level error (the GPU-memory gate,
 a missing or broken model) stops it, since every later document would hit it
 too.
+
+Resume: documents an earlier attempt finished (see ``output.is_final``) are
+not processed again; their earlier records count in this attempt's totals.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from zopilot_worker.errors import (
     ModelLoadError,
     ModelNotFound,
     NotReady,
+    OcrModelUnavailable,
     WorkerError,
 )
 from zopilot_worker.jobrunner.fetch import DocumentRef, Fetcher
-from zopilot_worker.jobrunner.output import ResultWriter
+from zopilot_worker.jobrunner.output import DOCUMENT_ID, ResultWriter, is_final
 from zopilot_worker.jobrunner.report import ProgressReporter
 from zopilot_worker.pipeline import Engine
 
@@ -40,7 +44,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Errors about the model or the GPU, not about the document at hand.
-JOB_FATAL_ERRORS = (GPUMemoryUnavailable, GPUOutOfMemory, ModelNotFound, ModelLoadError, NotReady)
+JOB_FATAL_ERRORS = (
+    GPUMemoryUnavailable,
+    GPUOutOfMemory,
+    ModelNotFound,
+    ModelLoadError,
+    NotReady,
+    OcrModelUnavailable,
+)
 GENERIC_FAILURE = "internal error while processing this document; see the worker log"
 
 
@@ -54,6 +65,7 @@ class JobResult:
     by_label: Counter[str] = field(default_factory=Counter)
     failures: list[dict[str, str]] = field(default_factory=list)
     fatal: WorkerError | None = None
+    resumed: int = 0  # finished by an earlier attempt, not processed again
 
     @property
     def failed(self) -> int:
@@ -77,6 +89,7 @@ class JobRunner:
         self.writer = writer
         self.reporter = reporter
         self.concurrency = max(1, concurrency)
+        self.result: JobResult | None = None  # the running totals, readable if run() is cut short
 
     def _prepare(self, ref: DocumentRef) -> ExtractedDocument:
         """Fetch and extract one document (runs in the pool)."""
@@ -86,10 +99,27 @@ class JobRunner:
         )
 
     def run(self, refs: list[DocumentRef]) -> JobResult:
-        result = JobResult(documents=len(refs))
-        pending: Iterator[DocumentRef] = iter(refs)
+        result = self.result = JobResult(documents=len(refs))
+        todo = []
+        for ref in refs:
+            earlier = self.writer.previous(ref.key) if ref.key else None
+            if earlier is not None and is_final(earlier):
+                self._resume(ref, earlier, result)
+            else:
+                todo.append(ref)
+        if result.resumed:
+            log.info(
+                "%d of %d document(s) were finished by an earlier attempt",
+                result.resumed,
+                len(refs),
+            )
+        self.reporter.resume(done=result.done, failed=result.failed)
+        self.reporter.emit()
+        pending: Iterator[DocumentRef] = iter(todo)
         window: deque[tuple[DocumentRef, Future[ExtractedDocument]]] = deque()
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="job-extract") as pool:
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="job-extract")
+        completed = False
+        try:
 
             def submit_next() -> None:
                 ref = next(pending, None)
@@ -104,15 +134,40 @@ class JobRunner:
                 submit_next()
                 self._finish(ref, future, result)
                 if result.fatal is not None:
-                    for _, queued in window:
-                        queued.cancel()
                     break
+            completed = result.fatal is None
+        finally:
+            # Normally nothing is left; on a fatal error or a termination signal, queued
+            # documents are dropped and running ones are not waited for.
+            pool.shutdown(wait=completed, cancel_futures=True)
         return result
+
+    @staticmethod
+    def _resume(ref: DocumentRef, record: dict[str, Any], result: JobResult) -> None:
+        result.resumed += 1
+        error = record.get("error")
+        if error is None:
+            result.done += 1
+            pages = record.get("pages")
+            result.pages += pages if isinstance(pages, int) else 0
+            label = record.get("label")
+            if isinstance(label, str):
+                result.by_label[label] += 1
+            return
+        result.failed_permanent += 1
+        result.failures.append(
+            {
+                "source": ref.source,
+                "code": str(error.get("code", "")),
+                "message": str(error.get("message", "")),
+            }
+        )
 
     def _finish(
         self, ref: DocumentRef, future: Future[ExtractedDocument], result: JobResult
     ) -> None:
         record: dict[str, Any] = {
+            DOCUMENT_ID: ref.key,
             "source": ref.source,
             "name": ref.name,
             "kind": None,
@@ -141,6 +196,7 @@ class JobRunner:
     def _process(
         self, document: ExtractedDocument, record: dict[str, Any], result: JobResult
     ) -> None:
+        key = record[DOCUMENT_ID]
         record.update(
             name=document.name,
             kind=document.kind,
@@ -153,11 +209,11 @@ class JobRunner:
         if Task.EXTRACT in self.spec.tasks:
             if self.spec.extract.format == "text":
                 record["text_path"] = self.writer.write_document(
-                    document.name, document.text, suffix=".txt"
+                    document.name, document.text, suffix=".txt", key=key
                 )
             else:
                 record["markdown_path"] = self.writer.write_document(
-                    document.name, document.markdown
+                    document.name, document.markdown, key=key
                 )
         if Task.CLASSIFY in self.spec.tasks and self.spec.classify is not None:
             if not document.text.strip():

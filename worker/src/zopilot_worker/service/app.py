@@ -20,9 +20,11 @@ from fastapi.openapi.utils import get_openapi
 
 from zopilot_worker.metrics import WorkerMetrics
 from zopilot_worker.pipeline import Engine, create_engine
+from zopilot_worker.service.auth import OPEN_PATHS, BearerAuthMiddleware
 from zopilot_worker.service.context import RequestContextMiddleware
+from zopilot_worker.service.deadlines import DeadlineMiddleware
 from zopilot_worker.service.error_handling import error_response, install_exception_handlers
-from zopilot_worker.service.limits import EndpointLimiter
+from zopilot_worker.service.limits import EndpointLimiter, UploadLimiter
 from zopilot_worker.service.readiness import (
     DoctorCheck,
     Readiness,
@@ -90,6 +92,9 @@ def create_app(
             retry_after_s=settings.retry_after_s,
             metrics=metrics,
         ),
+        upload_limiter=UploadLimiter(
+            settings.max_concurrent_uploads, retry_after_s=settings.retry_after_s, metrics=metrics
+        ),
         readiness=Readiness(),
         doctor=doctor if settings.run_doctor_on_start else None,
     )
@@ -102,11 +107,19 @@ def create_app(
     )
     app.state.zopilot = state
     install_exception_handlers(app, retry_after_s=settings.retry_after_s)
+    on_error = functools.partial(error_response, retry_after_s=settings.retry_after_s)
+    # Added innermost first: request context (ids, metrics) -> deadlines -> auth -> routes.
+    if settings.api_token is not None:
+        app.add_middleware(
+            BearerAuthMiddleware, token=settings.api_token.get_secret_value(), on_error=on_error
+        )
     app.add_middleware(
-        RequestContextMiddleware,
-        metrics=metrics,
-        on_error=functools.partial(error_response, retry_after_s=settings.retry_after_s),
+        DeadlineMiddleware,
+        body_timeout_s=settings.body_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+        on_error=on_error,
     )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, on_error=on_error)
     for module in (probes, extract, classify):
         app.include_router(module.router)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
@@ -124,5 +137,23 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             components[model.__name__] = model.model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )
+        if app.state.zopilot.settings.api_token is not None:
+            _declare_bearer_auth(schema)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _declare_bearer_auth(schema: dict[str, Any]) -> None:
+    """State in the document which operations need the bearer token, and their 401."""
+    schema["components"]["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+    for path, item in schema["paths"].items():
+        if path in OPEN_PATHS:
+            continue
+        for operation in item.values():
+            operation["security"] = [{"bearerAuth": []}]
+            operation.setdefault("responses", {})["401"] = {
+                "description": "No or a wrong bearer token (unauthorized); see WWW-Authenticate.",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+                },
+            }

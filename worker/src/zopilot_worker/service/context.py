@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zopilot_worker.metrics import WorkerMetrics
+from zopilot_worker.metrics import WorkerMetrics, method_label
 
 REQUEST_ID_HEADER = "x-request-id"
 # Accept a caller's id only if it is short and log-safe (no spaces, quotes, newlines).
@@ -89,7 +89,9 @@ class RequestContextMiddleware:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             self.metrics.request_duration.labels(
-                endpoint=endpoint, method=scope.get("method", ""), status=str(status)
+                endpoint=endpoint,
+                method=method_label(scope.get("method", "")),
+                status=str(status),
             ).observe(time.perf_counter() - started)
             _request_id.reset(token)
 

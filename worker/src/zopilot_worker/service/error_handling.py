@@ -14,10 +14,17 @@ import logging
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from zopilot_worker.errors import GPUMemoryUnavailable, NotReady, Overloaded, WorkerError
+from zopilot_worker.errors import (
+    ClientDisconnected,
+    GPUMemoryUnavailable,
+    NotReady,
+    Overloaded,
+    Unauthorized,
+    WorkerError,
+)
 from zopilot_worker.service.context import current_request_id
 
 log = logging.getLogger(__name__)
@@ -45,10 +52,16 @@ def error_response(exc: Exception, *, retry_after_s: int) -> JSONResponse:
     """Map any exception to the error answer; ``retry_after_s`` is used for retriable 503s."""
     request_id = current_request_id()
     headers: dict[str, str] = {}
+    if isinstance(exc, ClientDisconnect):
+        # The client hung up mid-request: nothing failed here and nobody reads
+        # the answer. Counted (status 499) and logged in one line, no traceback.
+        exc = ClientDisconnected("the client closed the connection before the answer")
     if isinstance(exc, WorkerError):
         status, code, message = exc.http_status, exc.code, exc.public_message
         if isinstance(exc, Overloaded):
             headers["Retry-After"] = str(exc.retry_after_s)
+        elif isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = exc.www_authenticate
         elif isinstance(exc, GPUMemoryUnavailable | NotReady) or (exc.retriable and status == 503):
             headers["Retry-After"] = str(retry_after_s)
         level = logging.ERROR if status >= 500 and not exc.retriable else logging.INFO
@@ -81,5 +94,5 @@ def install_exception_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     async def handle(_request: Request, exc: Exception) -> JSONResponse:
         return error_response(exc, retry_after_s=retry_after_s)
 
-    for exc_type in (WorkerError, RequestValidationError, StarletteHTTPException):
+    for exc_type in (WorkerError, RequestValidationError, StarletteHTTPException, ClientDisconnect):
         app.add_exception_handler(exc_type, handle)

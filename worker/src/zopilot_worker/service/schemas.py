@@ -2,14 +2,64 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from zopilot_common.planner import MAX_LABEL_TOKENS, MAX_LABELS
 
 OcrMode = Literal["auto", "always", "never"]
 
-MAX_LABELS = 64  # the CRD's limit; one forward pass scores them all
-MAX_LABEL_CHARS = 63
+MIN_LABELS = 2
+MAX_LABEL_CHARS = 63  # the CRD's limit
+# A label: no commas (forms may send labels comma-separated, and the prompt
+# lists them so), no control characters, no space at either end. Written
+# without \s or other classes whose meaning differs between Python's re and
+# ECMA-262 (the dialect of JSON Schema), so every validator agrees with the
+# service, which checks exactly this pattern with re.search.
+LABEL_PATTERN = r"^[^ ,\x00-\x1f\x7f](?:[^,\x00-\x1f\x7f]*[^ ,\x00-\x1f\x7f])?$"
+_LABEL_RE = re.compile(LABEL_PATTERN)
+# OpenAPI custom string format of a label: the schema's constraints, and at
+# most MAX_LABEL_TOKENS tokens of the model's tokenizer (which no JSON Schema
+# keyword can state; the service answers 422 invalid_labels beyond).
+LABEL_FORMAT = "zopilot-label"
+LABEL_DESCRIPTION = (
+    f"1-{MAX_LABEL_CHARS} characters, no commas or control characters, no space at either "
+    f"end, and at most {MAX_LABEL_TOKENS} tokens of the model's tokenizer (format "
+    f"{LABEL_FORMAT}; a longer label is refused with 422 invalid_labels naming it)."
+)
+Label = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_LABEL_CHARS,
+        description=LABEL_DESCRIPTION,
+        json_schema_extra={"pattern": LABEL_PATTERN, "format": LABEL_FORMAT},
+    ),
+]
+LABELS_DESCRIPTION = (
+    f"Candidate labels ({MIN_LABELS}-{MAX_LABELS}, unique); the answer is always one of them."
+)
+
+# The document types the service reads, as the multipart part's Content-Type
+# (the bytes must be that type; the content decides, see extract.detect).
+# A generic type (application/octet-stream) is accepted too when the bytes are one of these.
+DOCUMENT_CONTENT_TYPES = (
+    "application/pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "text/html",
+    "text/plain",
+    "text/markdown",
+    "text/csv",
+)
+FILE_ENCODING: dict[str, Any] = {"file": {"contentType": ", ".join(DOCUMENT_CONTENT_TYPES)}}
+FILE_DESCRIPTION = (
+    "The document: PDF (with a text layer, or OCR), DOCX, PPTX, XLSX, HTML or UTF-8 text, "
+    "sent with its Content-Type (one of the request body's encoding.file.contentType). "
+    "Images, legacy Office files and archives are refused with 415."
+)
 
 
 class ErrorBody(BaseModel):
@@ -48,10 +98,11 @@ class ClassifyTextRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, description="The document text to classify.")
-    labels: list[str] = Field(
-        min_length=2,
+    labels: list[Label] = Field(
+        min_length=MIN_LABELS,
         max_length=MAX_LABELS,
-        description="Candidate labels (2-64, unique); the answer is always one of them.",
+        description=LABELS_DESCRIPTION,
+        json_schema_extra={"uniqueItems": True},
     )
     max_input_tokens: int | None = Field(
         default=None,
@@ -68,15 +119,22 @@ class ClassifyTextRequest(BaseModel):
 
 
 def validate_labels(labels: list[str]) -> list[str]:
-    """Labels as the CRD allows them: 2-64 unique, non-blank, at most 63 characters."""
-    cleaned = [label.strip() for label in labels]
-    if len(cleaned) < 2 or len(cleaned) > MAX_LABELS:
-        raise ValueError(f"give between 2 and {MAX_LABELS} labels, got {len(cleaned)}")
-    if any(not label or len(label) > MAX_LABEL_CHARS for label in cleaned):
-        raise ValueError(f"each label must have 1 to {MAX_LABEL_CHARS} characters")
-    if len(set(cleaned)) != len(cleaned):
-        raise ValueError("labels must be unique")
-    return cleaned
+    """Labels exactly as the schema states them (see LABEL_PATTERN), else ValueError."""
+    if not MIN_LABELS <= len(labels) <= MAX_LABELS:
+        raise ValueError(f"give between {MIN_LABELS} and {MAX_LABELS} labels, got {len(labels)}")
+    for label in labels:
+        if not 1 <= len(label) <= MAX_LABEL_CHARS:
+            raise ValueError(
+                f"label {label[:80]!r} has {len(label)} characters; 1 to {MAX_LABEL_CHARS} allowed"
+            )
+        if not _LABEL_RE.search(label):
+            raise ValueError(
+                f"label {label!r} has a comma, a control character or a space at either end"
+            )
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"labels must be unique; repeated: {', '.join(repeated)}")
+    return labels
 
 
 class DocumentSummary(BaseModel):
@@ -119,15 +177,25 @@ class ReadyResponse(BaseModel):
 # Multipart bodies, for the OpenAPI document only: the routes parse multipart
 # themselves (streaming, with a size limit) instead of letting FastAPI buffer it.
 class ExtractForm(BaseModel):
-    file: bytes = Field(description="The document.")
+    model_config = ConfigDict(extra="forbid")
+
+    file: bytes = Field(min_length=1, description=FILE_DESCRIPTION)
     ocr: OcrMode = Field(default="auto", description="auto: OCR only pages without text.")
     include_text: bool = Field(default=False, description="Also return plain text.")
 
 
 class ClassifyForm(BaseModel):
-    file: bytes = Field(description="The document; it is extracted first.")
-    labels: list[str] = Field(
-        min_length=2, max_length=MAX_LABELS, description="One field per label, or comma-separated."
+    model_config = ConfigDict(extra="forbid")
+
+    file: bytes = Field(
+        min_length=1, description=f"{FILE_DESCRIPTION} It is extracted, then classified."
+    )
+    labels: list[Label] = Field(
+        min_length=MIN_LABELS,
+        max_length=MAX_LABELS,
+        description=f"{LABELS_DESCRIPTION} One form field per label (a field holding "
+        "comma-separated labels is split at the commas).",
+        json_schema_extra={"uniqueItems": True},
     )
     ocr: OcrMode = "auto"
     max_input_tokens: int | None = Field(default=None, ge=64, le=32768)

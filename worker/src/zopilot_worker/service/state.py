@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from zopilot_worker.metrics import WorkerMetrics
 from zopilot_worker.pipeline import Engine
-from zopilot_worker.service.limits import EndpointLimiter
+from zopilot_worker.service.limits import EndpointLimiter, UploadLimiter
 from zopilot_worker.service.readiness import DoctorCheck, Readiness
 from zopilot_worker.settings import WorkerSettings
 
@@ -21,6 +21,7 @@ class ServiceState:
     metrics: WorkerMetrics
     extract_limiter: EndpointLimiter
     classify_limiter: EndpointLimiter
+    upload_limiter: UploadLimiter
     readiness: Readiness
     doctor: DoctorCheck | None
 

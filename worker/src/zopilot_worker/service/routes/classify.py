@@ -17,6 +17,7 @@ from zopilot_worker.service.routes.common import (
     reject_unknown_fields,
 )
 from zopilot_worker.service.schemas import (
+    FILE_ENCODING,
     ClassifyResponse,
     ClassifyTextRequest,
     DocumentSummary,
@@ -38,7 +39,10 @@ REQUEST_BODY = {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/ClassifyTextRequest"}},
-            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ClassifyForm"}},
+            "multipart/form-data": {
+                "schema": {"$ref": "#/components/schemas/ClassifyForm"},
+                "encoding": FILE_ENCODING,
+            },
         },
     }
 }
@@ -53,7 +57,7 @@ REQUEST_BODY = {
     "first. Labels are scored by the model's log-likelihood; the answer is always one of them. "
     "At most ZOPILOT_WORKER_CLASSIFY_CONCURRENCY classifications run at once, "
     "ZOPILOT_WORKER_CLASSIFY_QUEUE_SIZE more wait; beyond that 503 with Retry-After.",
-    responses=error_responses(400, 413, 415, 422, 500, 503),
+    responses=error_responses(400, 408, 413, 415, 422, 500, 503, 504),
     openapi_extra=REQUEST_BODY,
 )
 async def classify(request: Request, state: StateDep) -> ClassifyResponse:
@@ -69,9 +73,10 @@ async def classify(request: Request, state: StateDep) -> ClassifyResponse:
 
 async def _classify_json(request: Request, state: ServiceState) -> ClassifyResponse:
     limiter = state.classify_limiter
-    async with limiter.admit():
+    with state.upload_limiter.reading(limiter.endpoint):
         body = await read_json_body(request, max_bytes=state.settings.max_upload_bytes)
-        payload = _parse_json(body)
+    payload = _parse_json(body)
+    async with limiter.admit():
         started = time.perf_counter()
         result = await limiter.run(
             state.engine.classify_text,
@@ -85,13 +90,14 @@ async def _classify_json(request: Request, state: ServiceState) -> ClassifyRespo
 
 async def _classify_upload(request: Request, state: ServiceState) -> ClassifyResponse:
     limiter = state.classify_limiter
-    async with limiter.admit():
+    with state.upload_limiter.reading(limiter.endpoint):
         form = await read_upload_form(request, max_file_bytes=state.settings.max_upload_bytes)
-        reject_unknown_fields(form.fields, FIELDS)
-        labels = _form_labels(form.fields.get("labels", []))
-        ocr = parse_ocr(form.first("ocr"))
-        tokens = parse_int("max_input_tokens", form.first("max_input_tokens"), low=64, high=32768)
-        upload = form.upload
+    reject_unknown_fields(form.fields, FIELDS)
+    labels = _form_labels(form.fields.get("labels", []))
+    ocr = parse_ocr(form.first("ocr"))
+    tokens = parse_int("max_input_tokens", form.first("max_input_tokens"), low=64, high=32768)
+    upload = form.upload
+    async with limiter.admit():
         started = time.perf_counter()
         # The extraction half counts against /extract's limits: it is the same CPU work.
         async with state.extract_limiter.admit():
@@ -133,7 +139,13 @@ def _parse_json(body: bytes) -> ClassifyTextRequest:
 
 
 def _form_labels(values: list[str]) -> list[str]:
-    labels = [part for value in values for part in value.split(",") if part.strip()]
+    # One field per label, verbatim; a field with commas is a list (parts stripped).
+    labels: list[str] = []
+    for value in values:
+        if "," in value:
+            labels.extend(part.strip() for part in value.split(",") if part.strip())
+        else:
+            labels.append(value)
     try:
         return validate_labels(labels)
     except ValueError as exc:

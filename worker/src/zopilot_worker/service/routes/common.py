@@ -9,14 +9,18 @@ from zopilot_worker.service.schemas import ErrorResponse, OcrMode
 
 _ERROR_DESCRIPTIONS = {
     400: "Malformed request or empty document (codes bad_request, empty_document).",
+    408: "The request body did not arrive within ZOPILOT_WORKER_BODY_TIMEOUT_S "
+    "(request_body_timeout).",
     413: "Document larger than the worker's upload limit (document_too_large).",
     415: "Unsupported request content type or document type "
     "(unsupported_media_type, unsupported_document_type).",
     422: "The document does not parse or is hostile, e.g. a zip bomb (corrupt_document); "
     "or invalid labels (invalid_labels).",
     500: "Unexpected error; the body carries only a request id (internal_error).",
-    503: "Busy: queue full (overloaded), GPU memory unavailable, or model not ready/loadable. "
-    "Retriable ones carry a Retry-After header.",
+    503: "Busy: queue full or too many uploads at once (overloaded), GPU memory unavailable, "
+    "or model not ready/loadable. Retriable ones carry a Retry-After header.",
+    504: "No answer within ZOPILOT_WORKER_REQUEST_TIMEOUT_S, queue and work included "
+    "(deadline_exceeded); retry later.",
 }
 
 

@@ -12,7 +12,7 @@ from zopilot_worker.service.routes.common import (
     parse_ocr,
     reject_unknown_fields,
 )
-from zopilot_worker.service.schemas import ExtractResponse
+from zopilot_worker.service.schemas import FILE_ENCODING, ExtractResponse
 from zopilot_worker.service.state import StateDep
 from zopilot_worker.service.uploads import read_upload_form
 
@@ -24,7 +24,10 @@ REQUEST_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ExtractForm"}}
+            "multipart/form-data": {
+                "schema": {"$ref": "#/components/schemas/ExtractForm"},
+                "encoding": FILE_ENCODING,
+            }
         },
     }
 }
@@ -39,17 +42,19 @@ REQUEST_BODY = {
     "At most ZOPILOT_WORKER_EXTRACT_CONCURRENCY extractions run at once, "
     "ZOPILOT_WORKER_EXTRACT_QUEUE_SIZE more wait; beyond that the answer is 503 with "
     "Retry-After.",
-    responses=error_responses(400, 413, 415, 422, 500, 503),
+    responses=error_responses(400, 408, 413, 415, 422, 500, 503, 504),
     openapi_extra=REQUEST_BODY,
 )
 async def extract(request: Request, state: StateDep) -> ExtractResponse:
     limiter = state.extract_limiter
-    async with limiter.admit():
+    # The body first (bounded by its deadline), then a place: slow uploads never hold one.
+    with state.upload_limiter.reading(limiter.endpoint):
         form = await read_upload_form(request, max_file_bytes=state.settings.max_upload_bytes)
-        reject_unknown_fields(form.fields, FIELDS)
-        ocr = parse_ocr(form.first("ocr"))
-        include_text = parse_bool("include_text", form.first("include_text"))
-        upload = form.upload
+    reject_unknown_fields(form.fields, FIELDS)
+    ocr = parse_ocr(form.first("ocr"))
+    include_text = parse_bool("include_text", form.first("include_text"))
+    upload = form.upload
+    async with limiter.admit():
         started = time.perf_counter()
         document = await limiter.run(
             state.engine.extract, upload.data, upload.filename, upload.content_type, ocr=ocr
