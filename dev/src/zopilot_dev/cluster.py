@@ -115,13 +115,14 @@ class LocalCluster:
             archives.append(path)
         return archives + sorted((default_images_dir() / "oci").glob("*.oci.tar"))
 
-    def start_containerd(self, name: str) -> None:
+    def start_containerd(self, name: str, *, wait: bool = True) -> None:
         node, rn = self._real_node(name), self._real()
         key = f"containerd-{name}"
         pid = procs.start(key, rn.containerd_argv(node), self.config.logs_dir)
         self.state.pids[key] = pid
         self.state.save(self.config.state_file)
-        rn.wait_containerd(node, pid)
+        if wait:
+            rn.wait_containerd(node, pid)
 
     def start_kubelet(self, name: str) -> None:
         node, rn, st = self._real_node(name), self._real(), self.state
@@ -152,7 +153,7 @@ class LocalCluster:
         pid = st.pids["kube-apiserver"]
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         cwd = Path(f"/proc/{pid}/cwd").resolve()
-        procs.stop(pid)
+        procs.stop(pid, group=False)  # kwokctl's child: not a group leader
         st.pids["kube-apiserver"] = procs.start(
             "kube-apiserver", [a.decode() for a in argv], self.logs_dir, cwd=cwd
         )
@@ -182,14 +183,16 @@ class LocalCluster:
             "nodes": {n.name: {"gpu": n.gpu, "index": n.index} for n in rn.nodes},
         }
         st.save(self.config.state_file)
+        for n in rn.nodes:
+            self.start_containerd(n.name, wait=False)
         errors: list[BaseException] = []
 
         def containerds_and_images() -> None:
+            # No state writes here: the main thread saves the state meanwhile.
             try:
                 archives = self.image_archives()
                 for n in rn.nodes:
-                    self.start_containerd(n.name)
-                for n in rn.nodes:
+                    rn.wait_containerd(n, self.state.pids[f"containerd-{n.name}"])
                     imported = rn.import_images(n, archives)
                     log.info("%s: imported %s", n.name, ", ".join(imported) or "nothing new")
             except BaseException as e:
@@ -265,6 +268,20 @@ class LocalCluster:
         if self._state is not None:
             log.info("cluster %s is partly up; restarting it", self.config.name)
             self.down()
+        try:
+            return self._up(podrunner=podrunner)
+        except (realnodes.RealNodeError, ClusterError, subprocess.SubprocessError) as e:
+            # Leave nothing half-started on the host (logs stay in last-logs).
+            log.error("up failed (%s); taking down what was started", e)
+            try:
+                self.down()
+            except ClusterError as cleanup:
+                log.error("cleanup after the failed up: %s", cleanup)
+            if isinstance(e, realnodes.RealNodeError):
+                raise ClusterError(str(e)) from e
+            raise
+
+    def _up(self, *, podrunner: bool) -> ClusterState:
         t0 = time.monotonic()
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -332,11 +349,31 @@ class LocalCluster:
                 "kwokControllerBinary": str(bin_dir / "kwok"),
             },
         }
+        # kwok drives only the simulated nodes (annotated kwok.x-k8s.io/node=fake)
+        # and their pods; kwokctl's default is every node, real kubelets' included.
+        # One scheduler and one controller manager: no leader election, so that
+        # an API server down for longer than the lease does not make them exit.
+        patches: list[dict[str, Any]] = [
+            {"name": c, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
+            for c in ("kube-scheduler", "kube-controller-manager")
+        ]
+        patches += [
+            {
+                "name": "kwok-controller",
+                "extraArgs": [
+                    {"key": "manage-all-nodes", "value": "false"},
+                    {
+                        "key": "manage-nodes-with-annotation-selector",
+                        "value": "kwok.x-k8s.io/node=fake",
+                    },
+                ],
+            }
+        ]
         if real_nodes:
             # The API server reaches real kubelets (logs, exec) at their InternalIP,
             # authenticating with the admin certificate the kubelets trust.
             pki = cfg.kwok_pki
-            kwokctl_conf["componentsPatches"] = [
+            patches.append(
                 {
                     "name": "kube-apiserver",
                     "extraArgs": [
@@ -345,7 +382,8 @@ class LocalCluster:
                         {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
                     ],
                 }
-            ]
+            )
+        kwokctl_conf["componentsPatches"] = patches
         stages = (REPO_ROOT / "dev" / "kwok" / "stages.yaml").read_text()
         conf_path.write_text(yaml.safe_dump(kwokctl_conf, sort_keys=False) + "---\n" + stages)
         argv = [

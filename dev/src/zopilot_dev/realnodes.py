@@ -60,7 +60,14 @@ REAL_NODE_TAINT = {"key": REAL_NODE_LABEL, "value": "true", "effect": "NoSchedul
 # The toleration a pod needs to run on a real node.
 REAL_NODE_TOLERATION = {"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}
 # protectKernelDefaults: what the kubelet expects; served from files in its mount namespace.
-KERNEL_DEFAULTS = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
+KERNEL_DEFAULTS = {
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000",
+    "kernel/keys/root_maxbytes": "25000000",
+}
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 HOST_TOOLS = ("containerd", "ctr", "runc", "ip", "unshare", "nsenter", "mount", "umount")
@@ -264,7 +271,10 @@ def private_bind_script(binds: Iterable[tuple[str, str]], exec_argv: list[str]) 
 def _run(
     *argv: str, check: bool = True, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(list(argv), capture_output=True, text=True, input=input)
+    try:
+        r = subprocess.run(list(argv), capture_output=True, text=True, input=input)
+    except FileNotFoundError:
+        raise RealNodeError(f"{argv[0]} is not installed: run `bash dev/install-deps.sh`") from None
     if check and r.returncode != 0:
         raise RealNodeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
     return r
@@ -304,9 +314,10 @@ def cgroups_named(prefix: str) -> list[Path]:
 
 def _cgroup_pids(root: Path) -> set[int]:
     pids: set[int] = set()
-    for procs_file in root.rglob("cgroup.procs"):
+    # os.walk ignores directories that vanish meanwhile (runc removes them as containers exit).
+    for d, _, _ in os.walk(root):
         with contextlib.suppress(OSError, ValueError):
-            pids |= {int(x) for x in procs_file.read_text().split()}
+            pids |= {int(x) for x in Path(d, "cgroup.procs").read_text().split()}
     return pids
 
 
@@ -619,19 +630,17 @@ class RealNodes:
                     break
                 for cg in left:
                     _kill(_cgroup_pids(cg))
-                    for sub in sorted(cg.rglob("*"), key=lambda p: -len(p.parts)):
-                        if sub.is_dir():
-                            with contextlib.suppress(OSError):
-                                sub.rmdir()
+                    for d, _, _ in sorted(os.walk(cg), key=lambda w: -len(Path(w[0]).parts)):
+                        with contextlib.suppress(OSError):
+                            os.rmdir(d)
                     with contextlib.suppress(OSError):
                         cg.rmdir()
                 time.sleep(0.1)
         # The veth (and with it the host routes) goes with the namespace, which
         # went with its last process and its pinning mount; delete the host end
         # explicitly in case something still holds the namespace.
-        veth = f"zph{self.cid}"
-        if _run("ip", "link", "show", veth, check=False).returncode == 0:
-            _run("ip", "link", "del", veth, check=False)
+        if self._has_veth():
+            _run("ip", "link", "del", f"zph{self.cid}", check=False)
         if self.root.exists():
             for child in self.root.iterdir():
                 if child.is_dir():
@@ -649,9 +658,12 @@ class RealNodes:
         left += [f"process {p}" for p in processes_mentioning(str(self.root) + "/")]
         for name in self._cgroup_names():
             left += [f"cgroup {c}" for c in cgroups_named(name)]
-        if _run("ip", "link", "show", f"zph{self.cid}", check=False).returncode == 0:
+        if self._has_veth():
             left.append(f"link zph{self.cid}")
         return left
+
+    def _has_veth(self) -> bool:
+        return Path("/sys/class/net", f"zph{self.cid}").exists()
 
 
 PAUSE_IMAGE_NAME = "localhost/zopilot/pause:dev"
