@@ -251,3 +251,41 @@ def test_an_api_server_restart_does_not_wedge_the_nodes(real: LocalCluster, ns: 
         wait_pod(real, ns, f"after-{node}", phase("Succeeded"), "Succeeded after the restart")
     # Deleting a pod still reaches its kubelet, which stops the container.
     real.kubectl("delete", "pod", "before", "-n", ns, "--timeout=60s")
+
+
+def test_kwok_leaves_real_node_pods_to_their_kubelet(real: LocalCluster, ns: str) -> None:
+    # No such image on the node: only a real kubelet reports that; kwok's pod
+    # stages would have marked the pod Running.
+    missing = pod("missing", ["inspect"], container={"image": "localhost/zopilot/absent:dev"})
+    apply(real, ns, missing)
+    p = wait_pod(
+        real,
+        ns,
+        "missing",
+        lambda p: (
+            (p["status"].get("containerStatuses") or [{}])[0]
+            .get("state", {})
+            .get("waiting", {})
+            .get("reason")
+            == "ErrImageNeverPull"
+        ),
+        "waiting with ErrImageNeverPull",
+    )
+    assert p["status"]["phase"] == "Pending"
+
+
+def test_the_dcgm_stand_in_follows_a_worker_pod_on_the_real_gpu_node(
+    real: LocalCluster, ns: str
+) -> None:
+    worker = pod("worker", ["sleep"], node=GPU_NODE)
+    worker["metadata"]["labels"] = {"app.kubernetes.io/name": "zopilot-worker"}
+    worker["metadata"]["annotations"] = {"zopilot.dev/required-mib": "3072"}
+
+    def used() -> int:
+        return int(next(g["used_mib"] for g in real.gpus() if g["node"] == GPU_NODE))
+
+    apply(real, ns, worker)
+    wait_pod(real, ns, "worker", phase("Running"), "Running")
+    assert wait_for(lambda: used() == 3072, timeout_s=30)
+    real.kubectl("delete", "pod", "worker", "-n", ns, "--timeout=60s")
+    assert wait_for(lambda: used() == 0, timeout_s=30)

@@ -38,7 +38,8 @@ def test_kubelet_config_keeps_state_local_and_checks_kernel_defaults(tmp_path: P
     assert cfg["protectKernelDefaults"] is True  # checked against files, never written
     assert cfg["makeIPTablesUtilChains"] is False
     assert cfg["containerRuntimeEndpoint"] == f"unix://{d}/containerd.sock"
-    assert cfg["podLogsDir"].startswith(str(d)) and cfg["volumePluginDir"].startswith(str(d))
+    assert cfg["podLogsDir"].startswith(str(d))
+    assert cfg["volumePluginDir"].startswith(realnodes.KUBELET_ROOT)
     assert cfg["cgroupRoot"] == "/zx" and cfg["readOnlyPort"] == 0
     assert cfg["authentication"]["anonymous"]["enabled"] is False
     assert realnodes.REAL_NODE_TAINT in cfg["registerWithTaints"]
@@ -66,7 +67,7 @@ def test_bind_script_privatises_before_binding_and_quotes() -> None:
     lines = script.splitlines()
     assert lines[0] == "set -e"
     assert lines[1].startswith("mount --make-private") and "panic" in lines[1]
-    assert lines[2] == "mount --bind '/s/it'\\''s' '/proc/sys/kernel/panic'"
+    assert lines[2] == "mount --rbind '/s/it'\\''s' '/proc/sys/kernel/panic'"
     assert lines[-1] == "exec 'kubelet' '--a=b c'"
 
 

@@ -18,12 +18,14 @@ runtime. Nothing host-wide is changed, and everything lives under
 * **Mounts.** ``nodes/`` is a shared bind mount of itself, so the mounts the
   kubelet makes for pod volumes and those containerd makes for root
   filesystems and sandbox network namespaces are seen by both, across
-  restarts of either. The kubelet runs in its own mount namespace where the
-  kernel settings it checks (``protectKernelDefaults``) are bind-mounted
-  from files, and ``/var/lib``, ``/var/log`` (its device-plugin socket and
-  container-log symlinks) from directories under its node directory;
-  containerd likewise gets ``/run`` (shim sockets, runc state) and
-  ``/var/lib`` (the CNI result cache) of its own.
+  restarts of either. The kubelet and containerd each run in a mount
+  namespace of their own where ``<node dir>/varlib`` is bound over
+  ``/var/lib``: the kubelet's root is ``/var/lib/kubelet`` for both (pod
+  volume paths agree; socket paths stay short), the CNI result cache
+  ``/var/lib/cni`` is the node's. The kubelet also gets the kernel settings
+  it checks (``protectKernelDefaults``) bind-mounted from files and a
+  ``/var/log`` of its own (container-log symlinks); containerd gets a
+  ``/run`` of its own (shim sockets, runc state).
 * **cgroups.** Each kubelet's pods live under its own cgroup root,
   ``/zopilot-<cluster id>-<node>``, in every hierarchy.
 
@@ -69,6 +71,9 @@ KERNEL_DEFAULTS = {
     "kernel/keys/root_maxbytes": "25000000",
 }
 CNI_BIN_DIR = Path("/usr/lib/cni")
+# The kubelet's root as the kubelet and containerd see it: both have <node dir>/varlib
+# bound over /var/lib, so the paths of pod volumes agree, and socket paths stay short.
+KUBELET_ROOT = "/var/lib/kubelet"
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 HOST_TOOLS = ("containerd", "ctr", "runc", "ip", "unshare", "nsenter", "mount", "umount")
 
@@ -217,7 +222,8 @@ def kubelet_config(
         "healthzPort": healthz_port,
         "readOnlyPort": 0,
         "podLogsDir": str(node_dir / "pod-logs"),
-        "volumePluginDir": str(node_dir / "kubelet" / "volume-plugins"),
+        # In the kubelet's mount namespace /var/lib is <node dir>/varlib (see kubelet_argv).
+        "volumePluginDir": f"{KUBELET_ROOT}/volume-plugins",
         "makeIPTablesUtilChains": False,
         # Checked, not written: the expected values are bind-mounted from files.
         "protectKernelDefaults": True,
@@ -262,7 +268,8 @@ def private_bind_script(binds: Iterable[tuple[str, str]], exec_argv: list[str]) 
     lines = ["set -e"]
     for src, dst in binds:
         lines.append(f'mount --make-private "$(findmnt -n -o TARGET --target {sh_quote(dst)})"')
-        lines.append(f"mount --bind {sh_quote(src)} {sh_quote(dst)}")
+        # --rbind: with the mounts below SRC (pod volumes, after a restart).
+        lines.append(f"mount --rbind {sh_quote(src)} {sh_quote(dst)}")
     lines.append("exec " + " ".join(sh_quote(a) for a in exec_argv))
     return "\n".join(lines)
 
@@ -387,6 +394,15 @@ class RealNodes:
     # ---------------------------------------------------------- host setup
     def setup_host(self) -> NodeNetwork:
         """Shared mount, network namespace + veth + routes, directories, cgroups."""
+        longest = max(
+            (self.node_dir(n) / "containerd.sock.ttrpc" for n in self.nodes),
+            key=lambda p: len(str(p)),
+        )
+        if len(str(longest)) > 107:
+            raise RealNodeError(
+                f"the state dir is too deep for unix sockets ({longest} is over 107 characters): "
+                "use a shorter --state-dir"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         if str(self.root) not in mounts_under(self.root):
             _run("mount", "--bind", str(self.root), str(self.root))
@@ -450,10 +466,6 @@ class RealNodes:
             "cni/conf",
             "cni/ipam",
             "pod-logs",
-            "kubelet/root",
-            "kubelet/pki",
-            "kubelet/volume-plugins",
-            "kubelet/varlib",
             "kubelet/varlog",
             "kubelet/sysctl",
         ):
@@ -518,7 +530,7 @@ class RealNodes:
             for k in KERNEL_DEFAULTS
         ]
         binds += [
-            (str(d / "kubelet" / "varlib"), "/var/lib"),
+            (str(d / "varlib"), "/var/lib"),
             (str(d / "kubelet" / "varlog"), "/var/log"),
         ]
         script = private_bind_script(
@@ -527,8 +539,8 @@ class RealNodes:
                 str(kubelet),
                 f"--config={d / 'kubelet' / 'config.yaml'}",
                 f"--kubeconfig={kubeconfig}",
-                f"--root-dir={d / 'kubelet' / 'root'}",
-                f"--cert-dir={d / 'kubelet' / 'pki'}",
+                f"--root-dir={KUBELET_ROOT}",
+                f"--cert-dir={KUBELET_ROOT}/pki",
                 f"--hostname-override={node.name}",
                 f"--node-ip={net.host_ip}",
                 "--node-labels=" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
