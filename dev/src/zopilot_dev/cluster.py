@@ -512,7 +512,6 @@ class LocalCluster:
             "state.json",
             "kubeconfig",
             "gpus.json",
-            "images",
             "logs",
         ):
             p = self.config.state_dir / sub

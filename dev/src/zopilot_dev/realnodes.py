@@ -404,6 +404,9 @@ class RealNodes:
                 "use a shorter --state-dir"
             )
         self.root.mkdir(parents=True, exist_ok=True)
+        if not mounts_under(self.root):  # before the bind mount: renames must not cross it
+            for node in self.nodes:
+                self._restore_image_store(node)
         if str(self.root) not in mounts_under(self.root):
             _run("mount", "--bind", str(self.root), str(self.root))
         _run("mount", "--make-shared", str(self.root))
@@ -629,12 +632,70 @@ class RealNodes:
     def _cgroup_names(self) -> list[str]:
         return [f"zopilot-{self.cid}-"]
 
+    @property
+    def image_cache(self) -> Path:
+        """Where each node's image store waits between a ``down`` and the next ``up``."""
+        return self.state_dir / "node-images"
+
+    def _clear_containers(self, node_dir: Path) -> bool:
+        """With containerd still up: stop the kubelet, delete every task and
+        container; True when the image store is then clean enough to keep for
+        the next ``up`` (importing a large image again would cost more than the
+        whole bring-up)."""
+        sock = node_dir / "containerd.sock"
+
+        def ctr(*args: str) -> subprocess.CompletedProcess[str]:
+            return _run("ctr", "-a", str(sock), "-n", "k8s.io", *args, check=False)
+
+        if not sock.exists() or ctr("version").returncode != 0:
+            return False
+        _kill(processes_mentioning(str(node_dir / "kubelet" / "config.yaml")))
+        for task in ctr("tasks", "ls", "-q").stdout.split():
+            ctr("tasks", "delete", "--force", task)
+        ids = ctr("containers", "ls", "-q").stdout.split()
+        if ids:
+            ctr("containers", "rm", *ids)
+        return not ctr("containers", "ls", "-q").stdout.split()
+
+    def _set_aside_image_store(self, node_dir: Path) -> None:
+        # After the unmounts: a rename across the nodes/ bind mount would fail (EXDEV).
+        keep = self.image_cache / node_dir.name
+        shutil.rmtree(keep, ignore_errors=True)
+        keep.mkdir(parents=True)
+        for name in ("root", "imported.json"):
+            src = node_dir / "containerd" / name
+            if src.exists():
+                src.rename(keep / name)
+
+    def _restore_image_store(self, node: RealNode) -> None:
+        keep = self.image_cache / node.name
+        if not keep.is_dir():
+            return
+        dst = self.node_dir(node) / "containerd"
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("root", "imported.json"):
+            if (keep / name).exists() and not (dst / name).exists():
+                (keep / name).rename(dst / name)
+        shutil.rmtree(keep, ignore_errors=True)
+
     def teardown(self) -> list[str]:
-        """Remove everything this cluster's real nodes put on the host; return what is left."""
+        """Remove everything this cluster's real nodes put on the host; return what is left.
+
+        Each node's image store (containerd's root without containers) is kept
+        under ``node-images/`` and reused by the next ``up``."""
+        keep = []
+        if self.root.is_dir():
+            for node_dir in self.root.iterdir():
+                configured = (node_dir / "containerd" / "config.toml").exists()
+                if configured and self._clear_containers(node_dir):
+                    keep.append(node_dir)
         self.stop_node_processes()
         # Mounts: deepest first; lazily, so a busy one cannot block the rest.
         for mp in mounts_under(self.root):
             _run("umount", "--lazy", mp, check=False)
+        if not mounts_under(self.root):
+            for node_dir in keep:
+                self._set_aside_image_store(node_dir)
         for name in self._cgroup_names():
             for _ in range(50):
                 left = cgroups_named(name)
