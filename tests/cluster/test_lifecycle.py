@@ -128,8 +128,7 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
                 ],
             },
         }
-        c.kubectl("apply", "-f", "-", input=json.dumps(pod))
-        c.kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=90s")
+        _run_sleeper(c, pod)
         netns = os.readlink(f"/proc/{pids['containerd-real-cpu-0']}/ns/net")
         assert netns != os.readlink("/proc/self/ns/net"), "containerd must run in its own netns"
         assert f"zph{cid}" in _links()
@@ -153,3 +152,19 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
     assert _host_snapshot() == before
     assert (cfg.state_dir / "last-logs" / "kube-apiserver.log").exists()
     assert (cfg.state_dir / "last-logs" / "kubelet-real-cpu-0.log").exists()
+
+    # The image store was set aside without containers; the next up reuses it.
+    assert (cfg.state_dir / "node-images" / "real-cpu-0" / "root").is_dir()
+    c = LocalCluster(cfg)
+    try:
+        c.up()
+        _run_sleeper(c, pod)
+    finally:
+        c.down()
+    assert mounts_under(cfg.state_dir) == [] and cgroups_named(f"zopilot-{cid}-") == []
+    assert _host_snapshot() == before
+
+
+def _run_sleeper(c: LocalCluster, pod: dict[str, object]) -> None:
+    c.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    c.kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=90s")

@@ -324,7 +324,18 @@ class LocalCluster:
         if nodes_thread is not None:
             self._join_real_nodes(nodes_thread)
             self._register_real_nodes()
-        self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=120s")
+        r = self.kubectl(
+            "wait",
+            "--for=condition=Ready",
+            "node",
+            "--all",
+            "--timeout=120s",
+            check=False,
+            timeout_s=150,
+        )
+        if r.returncode != 0:
+            nodes_now = self.kubectl("get", "nodes", check=False).stdout
+            raise ClusterError(f"nodes not Ready within 120 s: {r.stderr.strip()}\n{nodes_now}")
         self.wait_for_gpu_metrics()
         log.info("cluster %s up in %.1f s", cfg.name, time.monotonic() - t0)
         return self.state
@@ -486,9 +497,10 @@ class LocalCluster:
         # Real nodes first: their kubelets would otherwise retry the API server.
         leftovers = self._real().teardown()
         keep = self.config.state_dir / "last-logs"
-        shutil.rmtree(keep, ignore_errors=True)
-        for d in (self.logs_dir, self.config.logs_dir):
-            if d.exists():
+        log_dirs = [d for d in (self.logs_dir, self.config.logs_dir) if d.exists()]
+        if log_dirs:  # a second down must not wipe the first one's logs
+            shutil.rmtree(keep, ignore_errors=True)
+            for d in log_dirs:
                 shutil.copytree(d, keep, dirs_exist_ok=True)
         kwokctl = Path(st.bin_dir if st else tools_bin_dir(build=False)) / "kwokctl"
         if kwokctl.exists():

@@ -48,12 +48,13 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import procs
+from .ociarchive import PAUSE_IMAGE
 
 log = logging.getLogger("zopilot.realnodes")
 
@@ -473,9 +474,7 @@ class RealNodes:
             "kubelet/sysctl",
         ):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / "containerd" / "config.toml").write_text(
-            containerd_config(d, net.ns_ip, PAUSE_IMAGE_NAME)
-        )
+        (d / "containerd" / "config.toml").write_text(containerd_config(d, net.ns_ip, PAUSE_IMAGE))
         # Written in place (containerd 1.6 misses a conflist that is renamed into the dir).
         (d / "cni" / "conf" / "10-zopilot.conflist").write_text(
             json.dumps(cni_conflist(node, net, d), indent=1)
@@ -737,11 +736,3 @@ class RealNodes:
 
     def _has_veth(self) -> bool:
         return Path("/sys/class/net", f"zph{self.cid}").exists()
-
-
-PAUSE_IMAGE_NAME = "localhost/zopilot/pause:dev"
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout_s: float) -> None:
-    if not procs.wait_for(cond, timeout_s=timeout_s, interval_s=0.2):
-        raise RealNodeError(f"timed out after {timeout_s:.0f} s waiting for {what}")
