@@ -46,16 +46,20 @@ def main(argv: list[str] | None = None) -> int:
         kw["real_gpu_nodes"] = args.real_gpu_nodes
     if args.real_cpu_nodes is not None:
         kw["real_cpu_nodes"] = args.real_cpu_nodes
-    cfg = ClusterConfig(
-        name=args.name,
-        gpu_nodes=args.gpu_nodes,
-        gpu_replicas=args.gpu_replicas,
-        cpu_nodes=args.cpu_nodes,
-        scrape_interval_s=args.scrape_interval,
-        apiserver_port=args.apiserver_port,
-        prometheus_port=args.prometheus_port,
-        **kw,
-    )
+    try:
+        cfg = ClusterConfig(
+            name=args.name,
+            gpu_nodes=args.gpu_nodes,
+            gpu_replicas=args.gpu_replicas,
+            cpu_nodes=args.cpu_nodes,
+            scrape_interval_s=args.scrape_interval,
+            apiserver_port=args.apiserver_port,
+            prometheus_port=args.prometheus_port,
+            **kw,
+        )
+    except ValueError as e:  # e.g. a bad ZOPILOT_REAL_NODES
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     c = LocalCluster(cfg)
     try:
         if args.command == "up":
