@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need on a fresh machine:
-#   1. Debian packages (Prometheus + promtool),
+#   1. Debian packages: Prometheus + promtool; for the real nodes containerd,
+#      runc, the CNI plugins and iproute2 (installed only: containerd's own
+#      service is never started, dev/cluster runs its own instances),
 #   2. uv and the Python workspace from uv.lock (NumPy 2 stack, frozen),
 #   3. the Go-built control-plane binaries (dev/tools.sh, cached by version).
 # Idempotent and quick when everything is already there.
@@ -13,10 +15,17 @@ UV_VERSION=0.13.9
 apt_pkgs=()
 command -v prometheus >/dev/null || apt_pkgs+=(prometheus)
 command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+command -v containerd >/dev/null || apt_pkgs+=(containerd)
+command -v runc >/dev/null || apt_pkgs+=(runc)
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] \
+  || apt_pkgs+=(containernetworking-plugins)
+command -v ip >/dev/null || apt_pkgs+=(iproute2)
+command -v nsenter >/dev/null && command -v findmnt >/dev/null || apt_pkgs+=(util-linux mount)
 if ((${#apt_pkgs[@]})); then
   log "installing Debian packages: ${apt_pkgs[*]}"
   sudo_=""; [[ $(id -u) == 0 ]] || sudo_="sudo"
   $sudo_ apt-get update -qq
+  mapfile -t apt_pkgs < <(printf '%s\n' "${apt_pkgs[@]}" | sort -u)
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
 fi
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real control-plane binaries from Go modules into a cache outside
+# Builds the real control-plane and node binaries from Go modules into a cache outside
 # the repository, keyed by version, and reuses them when present.
 #
 #   dev/tools.sh            build what is missing, print the bin directory
@@ -19,15 +19,18 @@ log() { printf '[tools] %s\n' "$*" >&2; }
 if [[ "${1:-}" == "--print" ]]; then echo "$bin"; exit 0; fi
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
 export CGO_ENABLED=0
+KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 
 # build_kube: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
-# from k8s.io/kubernetes. Its go.mod replaces the k8s.io/* staging modules with
+# and the kubelet (the real nodes' node agent) from k8s.io/kubernetes. Its go.mod replaces the k8s.io/* staging modules with
 # ./staging paths that do not exist in the module zip; we derive "=> k8s.io/X
 # v0.MINOR.PATCH" lines from that release's own go.mod rather than by hand.
 build_kube() {
   local v="$KUBE_VERSION"
   local d="$cache/src/kube-$v" out="$bin/kube-$v"
-  if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kube-scheduler" && -x "$out/kubectl" ]]; then return; fi
+  local c missing=0
+  for c in "${KUBE_CMDS[@]}"; do [[ -x "$out/$c" ]] || missing=1; done
+  [[ $missing == 0 ]] && return
   log "building Kubernetes $v (cold: ~15-25 min on 2 cores)"
   mkdir -p "$d" "$out"
   local staging="v0.${v#v1.}"
@@ -51,6 +54,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
     go get "k8s.io/kubernetes@$v" >/dev/null
@@ -60,7 +64,7 @@ GO
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
     done
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for c in "${KUBE_CMDS[@]}"; do
       [[ -x "$out/$c" ]] && continue
       log "  go build $c"
       go build -ldflags "$ld" -o "$out/$c.tmp" "k8s.io/kubernetes/cmd/$c" && mv "$out/$c.tmp" "$out/$c"
@@ -133,6 +137,19 @@ build_monitoring_crds() {
   )
 }
 
+# build_local NAME DIR: a static binary from an in-repo Go module without
+# dependencies (dev/pause, dev/testbox), cached by a hash of its sources.
+build_local() {
+  local name="$1" src="$here/$2" h out
+  h="$(cat "$src"/go.mod "$src"/*.go | sha256sum | cut -c1-12)"
+  out="$bin/$name-$h"
+  [[ -x "$out/$name" ]] && { ln -sfn "../$name-$h/$name" "$bin/current/$name"; return; }
+  log "building $name ($2)"
+  mkdir -p "$out"
+  (cd "$src" && go build -ldflags "-s -w" -o "$out/$name.tmp" . && mv "$out/$name.tmp" "$out/$name")
+  ln -sfn "../$name-$h/$name" "$bin/current/$name"
+}
+
 build_kube
 build_etcd
 build_monitoring_crds
@@ -147,8 +164,12 @@ ln -sfn "../kube-$KUBE_VERSION/kube-apiserver" "$bin/current/kube-apiserver"
 ln -sfn "../kube-$KUBE_VERSION/kube-controller-manager" "$bin/current/kube-controller-manager"
 ln -sfn "../kube-$KUBE_VERSION/kube-scheduler" "$bin/current/kube-scheduler"
 ln -sfn "../kube-$KUBE_VERSION/kubectl" "$bin/current/kubectl"
+ln -sfn "../kube-$KUBE_VERSION/kubelet" "$bin/current/kubelet"
 ln -sfn "../etcd-$ETCD_VERSION/etcd" "$bin/current/etcd"
 ln -sfn "../kwok-$KWOK_VERSION/kwok" "$bin/current/kwok"
 ln -sfn "../kwok-$KWOK_VERSION/kwokctl" "$bin/current/kwokctl"
 ln -sfn "../helm-$HELM_VERSION/helm" "$bin/current/helm"
+# The real nodes' sandbox image binary and the test image's binary.
+build_local pause pause
+build_local testbox testbox
 echo "$bin/current"

@@ -154,9 +154,17 @@ def test_a_pod_asking_for_more_gpus_than_any_node_has_stays_pending(cluster: Loc
 
 def test_nodes_advertise_time_sliced_gpus_and_a_cpu_node_exists(cluster: LocalCluster) -> None:
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    cfg = cluster.config
+    real = [n for n in nodes if n["metadata"]["labels"].get("zopilot.dev/real-node") == "true"]
+    kwok = [n for n in nodes if n["metadata"]["labels"].get("zopilot.dev/simulated") == "true"]
+    assert len(real) + len(kwok) == len(nodes)
+    for group, want_gpu, want_cpu in (
+        (kwok, cfg.gpu_nodes, cfg.cpu_nodes),
+        (real, cfg.real_gpu_nodes, cfg.real_cpu_nodes),
+    ):
+        gpu = [n for n in group if n["metadata"]["labels"].get("nvidia.com/gpu.present") == "true"]
+        assert len(gpu) == want_gpu and len(group) - len(gpu) == want_cpu
     gpu = [n for n in nodes if n["metadata"]["labels"].get("nvidia.com/gpu.present") == "true"]
-    cpu = [n for n in nodes if "nvidia.com/gpu.present" not in n["metadata"]["labels"]]
-    assert len(gpu) == cluster.config.gpu_nodes and len(cpu) == cluster.config.cpu_nodes
     for n in gpu:
         assert n["status"]["allocatable"]["nvidia.com/gpu"] == str(cluster.config.gpu_replicas)
         assert n["metadata"]["labels"]["nvidia.com/gpu.replicas"] == str(

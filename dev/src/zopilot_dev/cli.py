@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .cluster import ClusterError, LocalCluster
 from .config import ClusterConfig
@@ -22,6 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu-replicas", type=int, default=4)
     ap.add_argument("--cpu-nodes", type=int, default=1)
     ap.add_argument(
+        "--real-gpu-nodes",
+        type=int,
+        help="real GPU-labelled nodes (kubelet + containerd); default $ZOPILOT_REAL_NODES or 1",
+    )
+    ap.add_argument(
+        "--real-cpu-nodes", type=int, help="real CPU nodes; default $ZOPILOT_REAL_NODES or 1"
+    )
+    ap.add_argument(
         "--scrape-interval", type=float, default=1.0, help="Prometheus scrape interval (s)"
     )
     ap.add_argument("--apiserver-port", type=int, default=0, help="0 = a free port")
@@ -32,17 +41,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[cluster] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    kw = {"state_dir": args.state_dir} if args.state_dir else {}
-    cfg = ClusterConfig(
-        name=args.name,
-        gpu_nodes=args.gpu_nodes,
-        gpu_replicas=args.gpu_replicas,
-        cpu_nodes=args.cpu_nodes,
-        scrape_interval_s=args.scrape_interval,
-        apiserver_port=args.apiserver_port,
-        prometheus_port=args.prometheus_port,
-        **kw,
-    )
+    kw: dict[str, Any] = {"state_dir": args.state_dir} if args.state_dir else {}
+    if args.real_gpu_nodes is not None:
+        kw["real_gpu_nodes"] = args.real_gpu_nodes
+    if args.real_cpu_nodes is not None:
+        kw["real_cpu_nodes"] = args.real_cpu_nodes
+    try:
+        cfg = ClusterConfig(
+            name=args.name,
+            gpu_nodes=args.gpu_nodes,
+            gpu_replicas=args.gpu_replicas,
+            cpu_nodes=args.cpu_nodes,
+            scrape_interval_s=args.scrape_interval,
+            apiserver_port=args.apiserver_port,
+            prometheus_port=args.prometheus_port,
+            **kw,
+        )
+    except ValueError as e:  # e.g. a bad ZOPILOT_REAL_NODES
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     c = LocalCluster(cfg)
     try:
         if args.command == "up":

@@ -4,7 +4,9 @@ kwokctl's binary runtime runs the real control plane from the binaries
 ``dev/tools.sh`` builds (etcd, kube-apiserver with RBAC and admission,
 kube-controller-manager, kube-scheduler, kwok-controller); we add the real
 Prometheus, the DCGM stand-in and (optionally) the development pod runner,
-and create the simulated nodes. All logs go to one directory.
+create the simulated (kwok) nodes, and start the real nodes (a kubelet on
+containerd each; see realnodes.py). Component logs go to kwokctl's log
+directory, the real nodes' to ``<state dir>/logs``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,12 +26,17 @@ from typing import Any
 import httpx
 import yaml
 
-from . import nodes, procs, prometheus
-from .config import REPO_ROOT, ClusterConfig, ClusterState
+from . import nodes, ociarchive, procs, prometheus, realnodes
+from .config import REPO_ROOT, ClusterConfig, ClusterState, default_images_dir
 
 log = logging.getLogger("zopilot.cluster")
 
 OWN_COMPONENTS = ("dcgm-exporter", "prometheus", "podrunner")
+# Local images every real node gets, built from dev/tools.sh's binaries.
+LOCAL_IMAGES = {
+    "pause": (ociarchive.PAUSE_IMAGE, ""),
+    "testbox": (ociarchive.TESTBOX_IMAGE, "10001"),
+}
 
 
 class ClusterError(RuntimeError):
@@ -67,6 +75,172 @@ class LocalCluster:
             "PATH": f"{self.state.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
+    # ------------------------------------------------------------ real nodes
+    @property
+    def real_node_list(self) -> list[realnodes.RealNode]:
+        if self._state is not None and self._state.real_nodes:
+            return [
+                realnodes.RealNode(name, int(n["index"]), bool(n["gpu"]))
+                for name, n in self._state.real_nodes["nodes"].items()
+            ]
+        return realnodes.real_nodes(self.config.real_gpu_nodes, self.config.real_cpu_nodes)
+
+    def _real(self) -> realnodes.RealNodes:
+        return realnodes.RealNodes(self.config.state_dir, self.real_node_list, self.config.logs_dir)
+
+    def _net(self) -> realnodes.NodeNetwork:
+        return realnodes.NodeNetwork(
+            realnodes.cluster_id(self.config.state_dir), int(self.state.real_nodes["slot"])
+        )
+
+    def _real_node(self, name: str) -> realnodes.RealNode:
+        for n in self.real_node_list:
+            if n.name == name:
+                return n
+        known = ", ".join(n.name for n in self.real_node_list) or "none"
+        raise ClusterError(f"no real node {name!r}; real nodes: {known}")
+
+    def image_archives(self) -> list[Path]:
+        """OCI archives every real node imports: the local pause and test images,
+        then the project's images from dev/images.sh when they have been built."""
+        out_dir = self.config.state_dir / "images"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        bin_dir = Path(self.state.bin_dir)
+        archives = []
+        for binary, (name, user) in LOCAL_IMAGES.items():
+            data = ociarchive.binary_image(name, bin_dir / binary, user=user)
+            path = out_dir / f"{binary}.oci.tar"
+            if not path.exists() or path.read_bytes() != data:
+                path.write_bytes(data)
+            archives.append(path)
+        return archives + sorted((default_images_dir() / "oci").glob("*.oci.tar"))
+
+    def start_containerd(self, name: str, *, wait: bool = True) -> None:
+        node, rn = self._real_node(name), self._real()
+        key = f"containerd-{name}"
+        pid = procs.start(key, rn.containerd_argv(node), self.config.logs_dir)
+        self.state.pids[key] = pid
+        self.state.save(self.config.state_file)
+        if wait:
+            rn.wait_containerd(node, pid)
+
+    def start_kubelet(self, name: str) -> None:
+        node, rn, st = self._real_node(name), self._real(), self.state
+        labels = realnodes.node_labels(node, nodes.gpu_labels(self.config.gpu_replicas))
+        argv = rn.kubelet_argv(
+            node, Path(st.bin_dir) / "kubelet", st.kubeconfig, self._net(), labels
+        )
+        st.pids[f"kubelet-{name}"] = procs.start(f"kubelet-{name}", argv, self.config.logs_dir)
+        st.save(self.config.state_file)
+
+    def restart_real_node_component(self, component: str, name: str) -> None:
+        """Stop and start a real node's kubelet or containerd (its pods' containers
+        and shims keep running, as on a real node)."""
+        if component not in ("kubelet", "containerd"):
+            raise ClusterError(f"unknown node component {component!r}: kubelet or containerd")
+        pid = self.state.pids.pop(f"{component}-{name}", None)
+        if pid is not None:
+            procs.stop(pid)
+        if component == "kubelet":
+            self.start_kubelet(name)
+        else:
+            self.start_containerd(name)
+
+    def restart_apiserver(self) -> None:
+        """Kill the API server and start it again with the same command line (a
+        control-plane restart, as in an upgrade); wait until it is ready."""
+        st = self.state
+        pid = st.pids["kube-apiserver"]
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        cwd = Path(f"/proc/{pid}/cwd").resolve()
+        procs.stop(pid, group=False)  # kwokctl's child: not a group leader
+        st.pids["kube-apiserver"] = procs.start(
+            "kube-apiserver", [a.decode() for a in argv], self.logs_dir, cwd=cwd
+        )
+        st.save(self.config.state_file)
+        ok = procs.wait_for(
+            lambda: self.kubectl("get", "--raw=/readyz", check=False).returncode == 0,
+            timeout_s=120,
+        )
+        if not ok:
+            raise ClusterError(
+                "the API server did not come back:\n"
+                + procs.tail(self.logs_dir / "kube-apiserver.log")
+            )
+
+    def _start_real_nodes(self, bin_dir: Path) -> threading.Thread:
+        """Host setup and containerd now; images in a thread (while the control plane starts)."""
+        st, rn = self.state, self._real()
+        realnodes.preflight()
+        missing = [b for b in ("kubelet", *LOCAL_IMAGES) if not (bin_dir / b).exists()]
+        if missing:
+            raise ClusterError(
+                f"{', '.join(missing)} missing from {bin_dir}: run `bash dev/tools.sh`"
+            )
+        net = rn.setup_host()
+        st.real_nodes = {
+            "slot": net.slot,
+            "nodes": {n.name: {"gpu": n.gpu, "index": n.index} for n in rn.nodes},
+        }
+        st.save(self.config.state_file)
+        for n in rn.nodes:
+            self.start_containerd(n.name, wait=False)
+        errors: list[BaseException] = []
+
+        def containerds_and_images() -> None:
+            # No state writes here: the main thread saves the state meanwhile.
+            try:
+                archives = self.image_archives()
+                for n in rn.nodes:
+                    rn.wait_containerd(n, self.state.pids[f"containerd-{n.name}"])
+                    imported = rn.import_images(n, archives)
+                    log.info("%s: imported %s", n.name, ", ".join(imported) or "nothing new")
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=containerds_and_images, name="real-nodes", daemon=True)
+        t.start()
+        t.errors = errors  # type: ignore[attr-defined]
+        return t
+
+    def _join_real_nodes(self, t: threading.Thread) -> None:
+        t.join()
+        errors: list[BaseException] = t.errors  # type: ignore[attr-defined]
+        if errors:
+            raise ClusterError(f"real nodes: {errors[0]}") from errors[0]
+        pki = self.config.kwok_pki
+        for n in self.real_node_list:
+            self._real().write_kubelet_config(n, self._net(), str(pki / "ca.crt"))
+            self.start_kubelet(n.name)
+
+    def _register_real_nodes(self, timeout_s: float = 120) -> None:
+        """Wait for the kubelets to register, then give the GPU node its (simulated) GPUs."""
+        for n in self.real_node_list:
+            ok = procs.wait_for(
+                lambda n=n: self.kubectl("get", "node", n.name, check=False).returncode == 0,  # type: ignore[misc]
+                timeout_s=timeout_s,
+            )
+            if not ok:
+                raise ClusterError(
+                    f"real node {n.name} did not register within {timeout_s:.0f} s:\n"
+                    f"{procs.tail(self.config.logs_dir / f'kubelet-{n.name}.log')}"
+                )
+            if n.gpu:
+                self.set_node_gpus(n.name, self.config.gpu_replicas)
+
+    def set_node_gpus(self, name: str, count: int) -> None:
+        """Patch ``nvidia.com/gpu`` capacity and allocatable onto a real node's status
+        (what the NVIDIA device plugin would advertise; time-sliced replicas)."""
+        patch = {
+            "status": {
+                "capacity": {"nvidia.com/gpu": str(count)},
+                "allocatable": {"nvidia.com/gpu": str(count)},
+            }
+        }
+        self.kubectl(
+            "patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+        )
+
     def _kwok_env(self) -> dict[str, str]:
         return {**os.environ, "KWOK_WORKDIR": str(self.config.kwok_workdir)}
 
@@ -94,6 +268,20 @@ class LocalCluster:
         if self._state is not None:
             log.info("cluster %s is partly up; restarting it", self.config.name)
             self.down()
+        try:
+            return self._up(podrunner=podrunner)
+        except (realnodes.RealNodeError, ClusterError, subprocess.SubprocessError) as e:
+            # Leave nothing half-started on the host (logs stay in last-logs).
+            log.error("up failed (%s); taking down what was started", e)
+            try:
+                self.down()
+            except ClusterError as cleanup:
+                log.error("cleanup after the failed up: %s", cleanup)
+            if isinstance(e, realnodes.RealNodeError):
+                raise ClusterError(str(e)) from e
+            raise
+
+    def _up(self, *, podrunner: bool) -> ClusterState:
         t0 = time.monotonic()
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +289,8 @@ class LocalCluster:
         api_port = cfg.apiserver_port or procs.free_port()
         prom_port = cfg.prometheus_port or procs.free_port()
         dcgm_port = cfg.dcgm_port or procs.free_port()
-        gpus = nodes.simulated_gpus(cfg.name, cfg.gpu_nodes)
+        real = realnodes.real_nodes(cfg.real_gpu_nodes, cfg.real_cpu_nodes)
+        gpus = nodes.simulated_gpus(cfg.name, cfg.gpu_nodes, [n.name for n in real if n.gpu])
         self._state = ClusterState(
             name=cfg.name,
             kubeconfig=str(cfg.kubeconfig),
@@ -114,7 +303,8 @@ class LocalCluster:
             config={k: str(v) for k, v in asdict(cfg).items()},
         )
         self._state.save(cfg.state_file)
-        self._create_control_plane(bin_dir, api_port)
+        nodes_thread = self._start_real_nodes(bin_dir) if real else None
+        self._create_control_plane(bin_dir, api_port, real_nodes=bool(real))
         self._state.pids.update(self._read_kwok_pids())
         self._state.save(cfg.state_file)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -131,15 +321,29 @@ class LocalCluster:
                 nodes.all_nodes(cfg.gpu_nodes, cfg.gpu_replicas, cfg.cpu_nodes)
             ),
         )
-        self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=120s")
+        if nodes_thread is not None:
+            self._join_real_nodes(nodes_thread)
+            self._register_real_nodes()
+        r = self.kubectl(
+            "wait",
+            "--for=condition=Ready",
+            "node",
+            "--all",
+            "--timeout=120s",
+            check=False,
+            timeout_s=150,
+        )
+        if r.returncode != 0:
+            nodes_now = self.kubectl("get", "nodes", check=False).stdout
+            raise ClusterError(f"nodes not Ready within 120 s: {r.stderr.strip()}\n{nodes_now}")
         self.wait_for_gpu_metrics()
         log.info("cluster %s up in %.1f s", cfg.name, time.monotonic() - t0)
         return self.state
 
-    def _create_control_plane(self, bin_dir: Path, api_port: int) -> None:
+    def _create_control_plane(self, bin_dir: Path, api_port: int, *, real_nodes: bool) -> None:
         cfg = self.config
         conf_path = cfg.state_dir / "kwokctl.yaml"
-        kwokctl_conf = {
+        kwokctl_conf: dict[str, Any] = {
             "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
             "kind": "KwokctlConfiguration",
             "options": {
@@ -156,6 +360,41 @@ class LocalCluster:
                 "kwokControllerBinary": str(bin_dir / "kwok"),
             },
         }
+        # kwok drives only the simulated nodes (annotated kwok.x-k8s.io/node=fake)
+        # and their pods; kwokctl's default is every node, real kubelets' included.
+        # One scheduler and one controller manager: no leader election, so that
+        # an API server down for longer than the lease does not make them exit.
+        patches: list[dict[str, Any]] = [
+            {"name": c, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
+            for c in ("kube-scheduler", "kube-controller-manager")
+        ]
+        patches += [
+            {
+                "name": "kwok-controller",
+                "extraArgs": [
+                    {"key": "manage-all-nodes", "value": "false"},
+                    {
+                        "key": "manage-nodes-with-annotation-selector",
+                        "value": "kwok.x-k8s.io/node=fake",
+                    },
+                ],
+            }
+        ]
+        if real_nodes:
+            # The API server reaches real kubelets (logs, exec) at their InternalIP,
+            # authenticating with the admin certificate the kubelets trust.
+            pki = cfg.kwok_pki
+            patches.append(
+                {
+                    "name": "kube-apiserver",
+                    "extraArgs": [
+                        {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"},
+                        {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
+                        {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
+                    ],
+                }
+            )
+        kwokctl_conf["componentsPatches"] = patches
         stages = (REPO_ROOT / "dev" / "kwok" / "stages.yaml").read_text()
         conf_path.write_text(yaml.safe_dump(kwokctl_conf, sort_keys=False) + "---\n" + stages)
         argv = [
@@ -255,10 +494,14 @@ class LocalCluster:
             for name in OWN_COMPONENTS:
                 if name in st.pids:
                     procs.stop(st.pids[name])
+        # Real nodes first: their kubelets would otherwise retry the API server.
+        leftovers = self._real().teardown()
         keep = self.config.state_dir / "last-logs"
-        if self.logs_dir.exists():
+        log_dirs = [d for d in (self.logs_dir, self.config.logs_dir) if d.exists()]
+        if log_dirs:  # a second down must not wipe the first one's logs
             shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(self.logs_dir, keep)
+            for d in log_dirs:
+                shutil.copytree(d, keep, dirs_exist_ok=True)
         kwokctl = Path(st.bin_dir if st else tools_bin_dir(build=False)) / "kwokctl"
         if kwokctl.exists():
             subprocess.run(
@@ -281,6 +524,7 @@ class LocalCluster:
             "state.json",
             "kubeconfig",
             "gpus.json",
+            "logs",
         ):
             p = self.config.state_dir / sub
             if p.is_dir():
@@ -288,6 +532,8 @@ class LocalCluster:
             elif p.exists():
                 p.unlink()
         self._state = None
+        if leftovers:
+            raise ClusterError("down left real-node resources behind: " + "; ".join(leftovers))
 
     # ---------------------------------------------------------------- helpers
     def kubectl(
@@ -405,6 +651,9 @@ class LocalCluster:
 
     def log_tails(self, lines: int = 30) -> str:
         parts = []
-        for f in sorted(self.logs_dir.glob("*.log")) if self.logs_dir.exists() else []:
+        files = [
+            f for d in (self.logs_dir, self.config.logs_dir) if d.exists() for f in d.glob("*.log")
+        ]
+        for f in sorted(files, key=lambda f: f.name):
             parts.append(f"==> {f.name} <==\n{procs.tail(f, lines)}")
         return "\n\n".join(parts)

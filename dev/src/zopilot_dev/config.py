@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -26,6 +27,26 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("ZOPILOT_CLUSTER_DIR", REPO_ROOT / ".cluster"))
 
 
+def default_real_nodes() -> int:
+    """Real nodes of each kind (GPU-labelled, CPU) unless ZOPILOT_REAL_NODES says otherwise."""
+    raw = os.environ.get("ZOPILOT_REAL_NODES", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"ZOPILOT_REAL_NODES={raw!r}: give a number of real nodes per kind, e.g. 0 or 1"
+        ) from None
+    if n < 0:
+        raise ValueError(f"ZOPILOT_REAL_NODES={raw!r}: must be 0 or more")
+    return n
+
+
+def default_images_dir() -> Path:
+    """Where dev/images.sh keeps its OCI archives (``oci/*.oci.tar``)."""
+    cache = Path(os.environ.get("ZOPILOT_CACHE", Path.home() / ".cache" / "zopilot"))
+    return Path(os.environ.get("ZOPILOT_IMAGES_DIR", cache / "images"))
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """What to bring up. Every field can be set from the CLI or a test."""
@@ -37,6 +58,10 @@ class ClusterConfig:
     gpu_nodes: int = 2
     gpu_replicas: int = 4
     cpu_nodes: int = 1
+    # Real nodes (kubelet + containerd + runc + bridge CNI, see realnodes.py):
+    # GPU-labelled ones (a simulated RTX 4090 each, like the kwok GPU nodes) and CPU ones.
+    real_gpu_nodes: int = field(default_factory=default_real_nodes)
+    real_cpu_nodes: int = field(default_factory=default_real_nodes)
     # Prometheus scrape interval (s). Real DCGM samples every 30 s; tests use 1 s
     # so they need not wait, and the operator's staleness limit scales with it.
     scrape_interval_s: float = 1.0
@@ -64,6 +89,10 @@ class ClusterConfig:
     def kwok_workdir(self) -> Path:
         return self.state_dir / "kwok"
 
+    @property
+    def kwok_pki(self) -> Path:
+        return self.kwok_workdir / "clusters" / self.name / "pki"
+
 
 @dataclass
 class ClusterState:
@@ -79,6 +108,8 @@ class ClusterState:
     pids: dict[str, int] = field(default_factory=dict)
     gpus: list[dict[str, object]] = field(default_factory=list)
     config: dict[str, object] = field(default_factory=dict)
+    # Real nodes: {"slot": veth subnet octet, "nodes": {name: {"gpu": bool, "index": int}}}.
+    real_nodes: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")

@@ -2,8 +2,9 @@
 
 Serves the framebuffer gauges the real dcgm-exporter serves
 (``DCGM_FI_DEV_FB_FREE``/``_USED``/``_RESERVED``, MiB, labels ``gpu``,
-``UUID``, ``device``, ``modelName``, ``Hostname``) for each simulated RTX 4090,
-scraped by the real Prometheus. The numbers come from two sources:
+``UUID``, ``device``, ``modelName``, ``Hostname``) for each simulated RTX 4090
+(one per kwok GPU node and per real GPU-labelled node: the real nodes have no
+GPU either), scraped by the real Prometheus. The numbers come from two sources:
 
 * pods: with ``--follow-pods``, each running worker pod
   (``app.kubernetes.io/name=zopilot-worker``) on a GPU node adds its

@@ -9,6 +9,7 @@ annotated ``kwok.x-k8s.io/node: fake``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,15 +39,17 @@ def cpu_node_name(i: int) -> str:
     return f"cpu-{i}"
 
 
-def simulated_gpus(cluster: str, gpu_nodes: int) -> list[SimulatedGPU]:
+def simulated_gpus(
+    cluster: str, gpu_nodes: int, real_gpu_nodes: Sequence[str] = ()
+) -> list[SimulatedGPU]:
+    """One simulated RTX 4090 per kwok GPU node and per real GPU-labelled node."""
+    names = [gpu_node_name(i) for i in range(gpu_nodes)] + list(real_gpu_nodes)
     # Stable UUIDs (like real GPU-xxxxxxxx UUIDs) so series survive restarts.
     return [
         SimulatedGPU(
-            node=gpu_node_name(i),
-            index=0,
-            uuid="GPU-" + str(uuid.uuid5(_UUID_NS, f"{cluster}/{gpu_node_name(i)}/0")),
+            node=name, index=0, uuid="GPU-" + str(uuid.uuid5(_UUID_NS, f"{cluster}/{name}/0"))
         )
-        for i in range(gpu_nodes)
+        for name in names
     ]
 
 
@@ -80,18 +83,23 @@ def _node(name: str, labels: dict[str, str], allocatable: dict[str, str]) -> dic
     }
 
 
+def gpu_labels(replicas: int, memory_mib: int = RTX_4090_MEMORY_MIB) -> dict[str, str]:
+    """The GPU operator's labels for one time-sliced RTX 4090 (also on real GPU nodes)."""
+    return {
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": RTX_4090_PRODUCT,
+        "nvidia.com/gpu.memory": str(memory_mib),
+        "nvidia.com/gpu.count": "1",
+        "nvidia.com/gpu.replicas": str(replicas),
+        "nvidia.com/gpu.sharing-strategy": "time-slicing",
+        "nvidia.com/gpu.family": "ada-lovelace",
+    }
+
+
 def gpu_node(name: str, replicas: int, memory_mib: int = RTX_4090_MEMORY_MIB) -> dict[str, Any]:
     return _node(
         name,
-        {
-            "nvidia.com/gpu.present": "true",
-            "nvidia.com/gpu.product": RTX_4090_PRODUCT,
-            "nvidia.com/gpu.memory": str(memory_mib),
-            "nvidia.com/gpu.count": "1",
-            "nvidia.com/gpu.replicas": str(replicas),
-            "nvidia.com/gpu.sharing-strategy": "time-slicing",
-            "nvidia.com/gpu.family": "ada-lovelace",
-        },
+        gpu_labels(replicas, memory_mib),
         {
             "cpu": "16",
             "memory": "64Gi",

@@ -67,11 +67,14 @@ def alive(pid: int) -> bool:
     return True
 
 
-def stop(pid: int, timeout_s: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it lingers."""
+def stop(pid: int, timeout_s: float = 10.0, *, group: bool = True) -> None:
+    """SIGTERM the process group (or only the process), then SIGKILL it if it lingers."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         if wait_for(lambda: not alive(pid), timeout_s=timeout_s, interval_s=0.05):
             return
 

@@ -1,0 +1,3 @@
+module zopilot.dev/pause
+
+go 1.22

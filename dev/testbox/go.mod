@@ -1,0 +1,3 @@
+module zopilot.dev/testbox
+
+go 1.22
