@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from zopilot_common.planner import MAX_LABEL_TOKENS, MAX_LABELS
 
 OcrMode = Literal["auto", "always", "never"]
@@ -198,7 +199,11 @@ class ClassifyForm(BaseModel):
         json_schema_extra={"uniqueItems": True},
     )
     ocr: OcrMode = "auto"
-    max_input_tokens: int | None = Field(default=None, ge=64, le=32768)
+    # Optional but never null: a form field has no null (omit it for the default).
+    max_input_tokens: Annotated[int, Field(ge=64, le=32768)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Tokens of text the model reads; omit for ZOPILOT_WORKER_MAX_INPUT_TOKENS.",
+    )
 
 
 OPENAPI_EXTRA_SCHEMAS: tuple[type[BaseModel], ...] = (
