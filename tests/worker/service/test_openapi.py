@@ -144,3 +144,51 @@ def test_served_document_is_the_same(
         served = client.get("/openapi.json").json()
     assert served["paths"].keys() == schema["paths"].keys()
     assert served["components"]["schemas"].keys() == schema["components"]["schemas"].keys()
+
+
+def test_the_schema_states_the_label_rules(app_and_schema: tuple[Any, dict[str, Any]]) -> None:
+    from zopilot_common.planner import MAX_LABEL_TOKENS, MAX_LABELS
+    from zopilot_worker.service.schemas import (
+        LABEL_FORMAT,
+        LABEL_PATTERN,
+        MAX_LABEL_CHARS,
+        MIN_LABELS,
+        validate_labels,
+    )
+
+    _, schema = app_and_schema
+    components = schema["components"]["schemas"]
+    for model in ("ClassifyTextRequest", "ClassifyForm"):
+        labels = components[model]["properties"]["labels"]
+        assert (labels["minItems"], labels["maxItems"]) == (MIN_LABELS, MAX_LABELS)
+        assert labels["uniqueItems"] is True
+        item = labels["items"]
+        assert (item["minLength"], item["maxLength"]) == (1, MAX_LABEL_CHARS)
+        assert item["pattern"] == LABEL_PATTERN
+        assert item["format"] == LABEL_FORMAT
+        assert f"{MAX_LABEL_TOKENS} tokens" in item["description"]
+    # The service enforces the very same pattern, with JSON Schema's search semantics.
+    valid = ["invoice", "credit note", "Rechnung", "請求書", "a", "x" * MAX_LABEL_CHARS]
+    invalid = [" a", "a ", "a,b", "a\tb", "\x00", "\xa0", "a\u3000", "\x85", "x" * 64]
+    assert validate_labels(valid) == valid
+    for label in invalid:
+        with pytest.raises(ValueError, match="label"):
+            validate_labels(["ok", label])
+
+
+def test_the_schema_states_the_document_types(app_and_schema: tuple[Any, dict[str, Any]]) -> None:
+    from zopilot_worker.extract.detect import SUPPORTED_TYPES
+    from zopilot_worker.service.schemas import DOCUMENT_CONTENT_TYPES
+
+    _, schema = app_and_schema
+    assert set(DOCUMENT_CONTENT_TYPES) <= set(SUPPORTED_TYPES)
+    assert set(SUPPORTED_TYPES.values()) == {SUPPORTED_TYPES[t] for t in DOCUMENT_CONTENT_TYPES}
+    for path in ("/extract", "/classify"):
+        form = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
+        declared = form["encoding"]["file"]["contentType"].split(", ")
+        assert declared == list(DOCUMENT_CONTENT_TYPES)
+    for model in ("ExtractForm", "ClassifyForm"):
+        form_schema = schema["components"]["schemas"][model]
+        assert form_schema["additionalProperties"] is False
+        assert form_schema["properties"]["file"]["minLength"] == 1
+        assert form_schema["properties"]["ocr"]["enum"] == ["auto", "always", "never"]

@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from zopilot_common.planner import MAX_LABEL_TOKENS, MAX_LABELS
 
 OcrMode = Literal["auto", "always", "never"]
@@ -13,11 +14,13 @@ OcrMode = Literal["auto", "always", "never"]
 MIN_LABELS = 2
 MAX_LABEL_CHARS = 63  # the CRD's limit
 # A label: no commas (forms may send labels comma-separated, and the prompt
-# lists them so), no control characters, no space at either end. Written
+# lists them so), no C0/C1 control characters, no space (any Unicode white
+# space, listed one by one) at either end. Written
 # without \s or other classes whose meaning differs between Python's re and
 # ECMA-262 (the dialect of JSON Schema), so every validator agrees with the
 # service, which checks exactly this pattern with re.search.
-LABEL_PATTERN = r"^[^ ,\x00-\x1f\x7f](?:[^,\x00-\x1f\x7f]*[^ ,\x00-\x1f\x7f])?$"
+_EDGE = r"[^ ,\x00-\x1f\x7f-\x9f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+LABEL_PATTERN = rf"^{_EDGE}(?:[^,\x00-\x1f\x7f-\x9f]*{_EDGE})?$"
 _LABEL_RE = re.compile(LABEL_PATTERN)
 # OpenAPI custom string format of a label: the schema's constraints, and at
 # most MAX_LABEL_TOKENS tokens of the model's tokenizer (which no JSON Schema
@@ -198,7 +201,11 @@ class ClassifyForm(BaseModel):
         json_schema_extra={"uniqueItems": True},
     )
     ocr: OcrMode = "auto"
-    max_input_tokens: int | None = Field(default=None, ge=64, le=32768)
+    # Optional but never null: a form field has no null (omit it for the default).
+    max_input_tokens: Annotated[int, Field(ge=64, le=32768)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Tokens of text the model reads; omit for ZOPILOT_WORKER_MAX_INPUT_TOKENS.",
+    )
 
 
 OPENAPI_EXTRA_SCHEMAS: tuple[type[BaseModel], ...] = (
