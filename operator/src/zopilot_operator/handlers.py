@@ -246,6 +246,9 @@ async def follow_attempt(namespace: str, name: str) -> None:
     follows it again."""
     r = rt()
     key = f"{namespace}/{name}"
+    # Admission's writes go first: they are what the queue waits for, and a
+    # pod created a moment later costs nothing.
+    await r.writes_idle.wait()
     async with r.lock(key):
         job = r.jobs.get(key) or await r.kube.get_job(namespace, name)
         if job is None or job_phase(job) not in ACTIVE_PHASES:
@@ -452,4 +455,8 @@ async def admit_once(r: Runtime, fresh: bool = True) -> None:
     # Admissions first: they are what the queue waits for.
     admitted = {a.item.key for a in round_.admitted}
     order = sorted(updates, key=lambda k: k not in admitted)
-    await asyncio.gather(*(write(k, updates[k]) for k in order))
+    r.writes_idle.clear()
+    try:
+        await asyncio.gather(*(write(k, updates[k]) for k in order))
+    finally:
+        r.writes_idle.set()
