@@ -465,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         EXTRA_SETTINGS[key] = json.loads(value)
     kueue_dir = Path(
         subprocess.run(
-            ["bash", str(REPO_ROOT / "bench" / "scale" / "build-kueue.sh")],
+            ["bash", str(REPO_ROOT / "bench" / "scale" / "build-kueue.sh")]
+            + (["--print"] if args.only == "ours" else []),
             check=True,
             capture_output=True,
             text=True,

@@ -169,6 +169,7 @@ async def event_poster(r: Runtime) -> None:
     async def post() -> None:
         while True:
             event = await r.events.get()
+            await r.writes_idle.wait()  # admission's writes first
             try:
                 await r.kube.emit_event(event)
             except OperatorError as e:
@@ -365,7 +366,7 @@ async def admission_loop(r: Runtime) -> None:
         r.identity,
         r.settings.leader_election_lease_s,
     )
-    last_full = float("-inf")
+    last_full = renewed = float("-inf")
     while True:
         wait_s = max(0.0, r.settings.admission_interval_s - (time.monotonic() - last_full))
         if r.settings.admission_on_events:
@@ -378,7 +379,14 @@ async def admission_loop(r: Runtime) -> None:
         r.wake.clear()
         try:
             was_leader = r.is_leader
-            r.is_leader = await elector.ensure()
+            # Renew at a third of the lease (like client-go's renew deadline
+            # margin), not on every event-triggered round.
+            if (
+                not r.is_leader
+                or time.monotonic() - renewed >= r.settings.leader_election_lease_s / 3
+            ):
+                r.is_leader = await elector.ensure()
+                renewed = time.monotonic()
             r.leader_known.set()
             if not r.is_leader:
                 last_full = time.monotonic()
@@ -398,6 +406,7 @@ async def admission_loop(r: Runtime) -> None:
 async def admit_once(r: Runtime, fresh: bool = True) -> None:
     """One round: plan new jobs, decide, write. ``fresh``: LIST jobs first, else
     decide from the watch cache."""
+    started = time.monotonic()
     if fresh:
         r.remember_jobs(await r.kube.list_jobs())
     jobs = [j for j in r.jobs.values() if r.watches(j["metadata"]["namespace"])]
@@ -456,7 +465,21 @@ async def admit_once(r: Runtime, fresh: bool = True) -> None:
     admitted = {a.item.key for a in round_.admitted}
     order = sorted(updates, key=lambda k: k not in admitted)
     r.writes_idle.clear()
+    decided = time.monotonic()
     try:
         await asyncio.gather(*(write(k, updates[k]) for k in order))
     finally:
         r.writes_idle.set()
+    if updates:
+        log.info(
+            "round (%s): %d jobs, %d planned, %d admitted, %d waiting; decided in %.2f s, "
+            "%d writes in %.2f s",
+            "listed" if fresh else "cached",
+            len(jobs),
+            len(planning),
+            len(round_.admitted),
+            len(round_.waiting),
+            decided - started,
+            len(updates),
+            time.monotonic() - decided,
+        )
