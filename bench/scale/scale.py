@@ -263,8 +263,13 @@ class System:
     plural_path = ""
 
     def __init__(self, cluster: LocalCluster, namespace: str) -> None:
-        self.cluster, self.namespace = cluster, namespace
+        self.cluster, self.base_namespace = cluster, namespace
         self.pid: int | None = None
+        self.set_namespace(namespace)
+
+    def set_namespace(self, namespace: str) -> None:
+        """A fresh namespace per scenario: the last one may still be terminating."""
+        self.namespace = namespace
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         return self.cluster.kubectl(*args, input=input, timeout_s=600).stdout
@@ -298,9 +303,12 @@ class Ours(System):
     name = "ZopilotGPU"
 
     def __init__(self, cluster: LocalCluster, namespace: str) -> None:
-        super().__init__(cluster, namespace)
-        self.plural_path = f"apis/zopilot.dev/v1alpha1/namespaces/{namespace}/documentjobs"
         self.operator: OperatorProcess | None = None
+        super().__init__(cluster, namespace)
+
+    def set_namespace(self, namespace: str) -> None:
+        super().set_namespace(namespace)
+        self.plural_path = f"apis/zopilot.dev/v1alpha1/namespaces/{namespace}/documentjobs"
 
     def prepare(self) -> None:
         self.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "documentjob.yaml"))
@@ -343,6 +351,9 @@ class Kueue(System):
     def __init__(self, cluster: LocalCluster, namespace: str, kueue_dir: Path) -> None:
         super().__init__(cluster, namespace)
         self.kueue_dir = kueue_dir
+
+    def set_namespace(self, namespace: str) -> None:
+        super().set_namespace(namespace)
         self.plural_path = f"apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads"
 
     def prepare(self) -> None:
@@ -368,6 +379,7 @@ class Kueue(System):
 
     def cleanup(self) -> None:
         super().cleanup()
+        self.kubectl("delete", "localqueue", "--all", "-A", "--ignore-not-found")
         self.kubectl("delete", "clusterqueue", "gpu-cq", "--ignore-not-found")
         self.kubectl("delete", "resourceflavor", "rtx4090", "--ignore-not-found")
 
@@ -387,10 +399,11 @@ def run_backlog(system: System, jobs: int, timeout_s: float) -> Result:
     assert system.pid is not None
     observer.wait_settled(min(jobs, SLOTS), started, timeout_s, quiet_s=5.0)
     usage = proc_usage(system.pid)
-    system.stop()
     observer.close()
     result = summarise(system.name, "backlog", system.list(), observer, started, usage)
+    # With the controller still running: Kueue's finalizers go only through it.
     system.cleanup()
+    system.stop()
     return result
 
 
@@ -406,10 +419,11 @@ def run_live(system: System, count: int, timeout_s: float) -> Result:
     print(f"  {system.name}: created {count} in {time.time() - started:.1f} s", flush=True)
     observer.wait_settled(min(count, SLOTS), started, timeout_s, quiet_s=5.0)
     usage = proc_usage(system.pid)
-    system.stop()
     observer.close()
     result = summarise(system.name, "live", system.list(), observer, started, usage)
+    # With the controller still running: Kueue's finalizers go only through it.
     system.cleanup()
+    system.stop()
     return result
 
 
@@ -495,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.scenario not in (None, scenario) or (scenario == "live" and not args.live):
                 continue
             for system in systems:
+                system.set_namespace(f"{system.base_namespace}-{scenario}-{int(time.time())}")
                 print(f"{scenario}: {system.name}", flush=True)
                 if scenario == "backlog":
                     results.append(run_backlog(system, args.jobs, args.timeout))
