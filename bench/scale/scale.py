@@ -61,6 +61,7 @@ GPU_NODES, REPLICAS = 100, 4
 SLOTS = GPU_NODES * REPLICAS
 KUEUE = "kueue.x-k8s.io/v1beta2"
 STATE_DIR = REPO_ROOT / ".cluster" / "scale"
+KUEUE_CRDS = ("resourceflavors", "clusterqueues", "localqueues", "workloads")
 
 
 # ----------------------------------------------------------------- objects
@@ -260,6 +261,7 @@ def summarise(
 # ------------------------------------------------------------------ systems
 class System:
     name = ""
+    kinds: tuple[str, ...] = ()
     plural_path = ""
 
     def __init__(self, cluster: LocalCluster, namespace: str) -> None:
@@ -296,11 +298,27 @@ class System:
             self.pid = None
 
     def cleanup(self) -> None:
-        self.kubectl("delete", "namespace", self.namespace, "--wait=true", "--timeout=300s")
+        """Delete what the scenario created, directly: the namespace controller (and
+        the garbage collector) live in kube-controller-manager, which a starved
+        machine can make lose its lease and exit."""
+        for kind in self.kinds:
+            self.cluster.kubectl(
+                "delete",
+                kind,
+                "--all",
+                "-n",
+                self.namespace,
+                "--wait=true",
+                "--timeout=300s",
+                check=False,
+                timeout_s=330,
+            )
+        self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
 
 
 class Ours(System):
     name = "ZopilotGPU"
+    kinds = ("documentjobs", "pods")
 
     def __init__(self, cluster: LocalCluster, namespace: str) -> None:
         self.operator: OperatorProcess | None = None
@@ -347,6 +365,7 @@ class Ours(System):
 
 class Kueue(System):
     name = "Kueue v0.17.0 minimalkueue"
+    kinds = ("workloads", "localqueues")
 
     def __init__(self, cluster: LocalCluster, namespace: str, kueue_dir: Path) -> None:
         super().__init__(cluster, namespace)
@@ -360,9 +379,24 @@ class Kueue(System):
         # The Workloads CRD is 1.4 MB: too large for client-side apply's annotation.
         for crd in sorted((self.kueue_dir / "crd").glob("*.yaml")):
             self.kubectl("apply", "--server-side", "-f", str(crd))
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=120s")
+        names = [f"{plural}.kueue.x-k8s.io" for plural in KUEUE_CRDS]
+        ok = procs.wait_for(
+            lambda: (
+                self.cluster.kubectl(
+                    "wait",
+                    "--for=condition=Established",
+                    *[f"crd/{n}" for n in names],
+                    "--timeout=10s",
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            timeout_s=180,
+        )
+        assert ok, "Kueue's CRDs did not become Established"
         super().prepare()
-        self.create(kueue_setup(self.namespace))
+        # The flavor and ClusterQueue stay between scenarios (the workloads go).
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(kueue_setup(self.namespace)))
 
     def objects(self, count: int, prefix: str) -> list[dict[str, Any]]:
         return workloads(self.namespace, count, prefix)
@@ -376,12 +410,6 @@ class Kueue(System):
             "0",
         ]
         self.pid = procs.start("minimalkueue", argv, self.cluster.logs_dir)
-
-    def cleanup(self) -> None:
-        super().cleanup()
-        self.kubectl("delete", "localqueue", "--all", "-A", "--ignore-not-found")
-        self.kubectl("delete", "clusterqueue", "gpu-cq", "--ignore-not-found")
-        self.kubectl("delete", "resourceflavor", "rtx4090", "--ignore-not-found")
 
 
 EXTRA_SETTINGS: dict[str, object] = {}
