@@ -61,6 +61,7 @@ GPU_NODES, REPLICAS = 100, 4
 SLOTS = GPU_NODES * REPLICAS
 KUEUE = "kueue.x-k8s.io/v1beta2"
 STATE_DIR = REPO_ROOT / ".cluster" / "scale"
+KUEUE_CRDS = ("resourceflavors", "clusterqueues", "localqueues", "workloads")
 
 
 # ----------------------------------------------------------------- objects
@@ -260,11 +261,17 @@ def summarise(
 # ------------------------------------------------------------------ systems
 class System:
     name = ""
+    kinds: tuple[str, ...] = ()
     plural_path = ""
 
     def __init__(self, cluster: LocalCluster, namespace: str) -> None:
-        self.cluster, self.namespace = cluster, namespace
+        self.cluster, self.base_namespace = cluster, namespace
         self.pid: int | None = None
+        self.set_namespace(namespace)
+
+    def set_namespace(self, namespace: str) -> None:
+        """A fresh namespace per scenario: the last one may still be terminating."""
+        self.namespace = namespace
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         return self.cluster.kubectl(*args, input=input, timeout_s=600).stdout
@@ -291,16 +298,41 @@ class System:
             self.pid = None
 
     def cleanup(self) -> None:
-        self.kubectl("delete", "namespace", self.namespace, "--wait=true", "--timeout=300s")
+        """Delete what the scenario created, directly: the namespace controller (and
+        the garbage collector) live in kube-controller-manager, which a starved
+        machine can make lose its lease and exit."""
+        try:
+            self._delete()
+        except subprocess.TimeoutExpired as e:
+            print(f"  (cleanup of {self.namespace} incomplete: {e})", flush=True)
+
+    def _delete(self) -> None:
+        for kind in self.kinds:
+            self.cluster.kubectl(
+                "delete",
+                kind,
+                "--all",
+                "-n",
+                self.namespace,
+                "--wait=true",
+                "--timeout=300s",
+                check=False,
+                timeout_s=330,
+            )
+        self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
 
 
 class Ours(System):
     name = "ZopilotGPU"
+    kinds = ("documentjobs", "pods")
 
     def __init__(self, cluster: LocalCluster, namespace: str) -> None:
-        super().__init__(cluster, namespace)
-        self.plural_path = f"apis/zopilot.dev/v1alpha1/namespaces/{namespace}/documentjobs"
         self.operator: OperatorProcess | None = None
+        super().__init__(cluster, namespace)
+
+    def set_namespace(self, namespace: str) -> None:
+        super().set_namespace(namespace)
+        self.plural_path = f"apis/zopilot.dev/v1alpha1/namespaces/{namespace}/documentjobs"
 
     def prepare(self) -> None:
         self.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "documentjob.yaml"))
@@ -339,19 +371,38 @@ class Ours(System):
 
 class Kueue(System):
     name = "Kueue v0.17.0 minimalkueue"
+    kinds = ("workloads", "localqueues")
 
     def __init__(self, cluster: LocalCluster, namespace: str, kueue_dir: Path) -> None:
         super().__init__(cluster, namespace)
         self.kueue_dir = kueue_dir
+
+    def set_namespace(self, namespace: str) -> None:
+        super().set_namespace(namespace)
         self.plural_path = f"apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads"
 
     def prepare(self) -> None:
         # The Workloads CRD is 1.4 MB: too large for client-side apply's annotation.
         for crd in sorted((self.kueue_dir / "crd").glob("*.yaml")):
             self.kubectl("apply", "--server-side", "-f", str(crd))
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=120s")
+        names = [f"{plural}.kueue.x-k8s.io" for plural in KUEUE_CRDS]
+        ok = procs.wait_for(
+            lambda: (
+                self.cluster.kubectl(
+                    "wait",
+                    "--for=condition=Established",
+                    *[f"crd/{n}" for n in names],
+                    "--timeout=10s",
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            timeout_s=180,
+        )
+        assert ok, "Kueue's CRDs did not become Established"
         super().prepare()
-        self.create(kueue_setup(self.namespace))
+        # The flavor and ClusterQueue stay between scenarios (the workloads go).
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(kueue_setup(self.namespace)))
 
     def objects(self, count: int, prefix: str) -> list[dict[str, Any]]:
         return workloads(self.namespace, count, prefix)
@@ -366,16 +417,11 @@ class Kueue(System):
         ]
         self.pid = procs.start("minimalkueue", argv, self.cluster.logs_dir)
 
-    def cleanup(self) -> None:
-        super().cleanup()
-        self.kubectl("delete", "clusterqueue", "gpu-cq", "--ignore-not-found")
-        self.kubectl("delete", "resourceflavor", "rtx4090", "--ignore-not-found")
-
 
 EXTRA_SETTINGS: dict[str, object] = {}
 
 
-def run_backlog(system: System, jobs: int, timeout_s: float) -> Result:
+def run_backlog(system: System, jobs: int, timeout_s: float, cleanup: bool = True) -> Result:
     system.prepare()
     t0 = time.time()
     system.create(system.objects(jobs, "b"))
@@ -387,10 +433,13 @@ def run_backlog(system: System, jobs: int, timeout_s: float) -> Result:
     assert system.pid is not None
     observer.wait_settled(min(jobs, SLOTS), started, timeout_s, quiet_s=5.0)
     usage = proc_usage(system.pid)
-    system.stop()
     observer.close()
     result = summarise(system.name, "backlog", system.list(), observer, started, usage)
-    system.cleanup()
+    # Stopped first: a running operator would admit the next jobs as capacity
+    # frees during the deletion (the Workloads carry no finalizer here).
+    system.stop()
+    if cleanup:  # only where a later scenario needs the capacity back
+        system.cleanup()
     return result
 
 
@@ -406,9 +455,11 @@ def run_live(system: System, count: int, timeout_s: float) -> Result:
     print(f"  {system.name}: created {count} in {time.time() - started:.1f} s", flush=True)
     observer.wait_settled(min(count, SLOTS), started, timeout_s, quiet_s=5.0)
     usage = proc_usage(system.pid)
-    system.stop()
     observer.close()
     result = summarise(system.name, "live", system.list(), observer, started, usage)
+    # Stopped first: a running operator would admit the next jobs as capacity
+    # frees during the deletion (the Workloads carry no finalizer here).
+    system.stop()
     system.cleanup()
     return result
 
@@ -465,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         EXTRA_SETTINGS[key] = json.loads(value)
     kueue_dir = Path(
         subprocess.run(
-            ["bash", str(REPO_ROOT / "bench" / "scale" / "build-kueue.sh")],
+            ["bash", str(REPO_ROOT / "bench" / "scale" / "build-kueue.sh")]
+            + (["--print"] if args.only == "ours" else []),
             check=True,
             capture_output=True,
             text=True,
@@ -490,13 +542,19 @@ def main(argv: list[str] | None = None) -> int:
             systems.append(Ours(cluster, "bench-ours"))
         if args.only != "ours":
             systems.append(Kueue(cluster, "bench-kueue", kueue_dir))
+        live_follows = bool(args.live) and args.scenario in (None, "live")
         for scenario in ("backlog", "live"):
             if args.scenario not in (None, scenario) or (scenario == "live" and not args.live):
                 continue
             for system in systems:
+                system.set_namespace(f"{system.base_namespace}-{scenario}-{int(time.time())}")
                 print(f"{scenario}: {system.name}", flush=True)
                 if scenario == "backlog":
-                    results.append(run_backlog(system, args.jobs, args.timeout))
+                    # Left in place when no live scenario follows: with the
+                    # controller stopped they are static and cost nothing.
+                    results.append(
+                        run_backlog(system, args.jobs, args.timeout, cleanup=live_follows)
+                    )
                 else:
                     results.append(run_live(system, args.live, args.timeout))
                 print(table(results[-1:]).splitlines()[-1], flush=True)

@@ -210,3 +210,12 @@ def test_what_wakes_admission(
     old: dict[str, Any] | None, new: dict[str, Any] | None, wakes: bool
 ) -> None:
     assert wakes_admission(old, new) is wakes
+
+
+def test_malloc_arenas_are_left_alone_when_the_environment_sets_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from zopilot_operator.main import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False

@@ -209,6 +209,7 @@ async def event_poster(r: Runtime) -> None:
     async def post() -> None:
         while True:
             event = await r.events.get()
+            await r.writes_idle.wait()  # admission's writes first
             try:
                 await r.kube.emit_event(event)
             except OperatorError as e:
@@ -286,6 +287,9 @@ async def follow_attempt(namespace: str, name: str) -> None:
     follows it again."""
     r = rt()
     key = f"{namespace}/{name}"
+    # Admission's writes go first: they are what the queue waits for, and a
+    # pod created a moment later costs nothing.
+    await r.writes_idle.wait()
     async with r.lock(key):
         job = r.jobs.get(key) or await r.kube.get_job(namespace, name)
         if job is None or job_phase(job) not in ACTIVE_PHASES:
@@ -449,7 +453,7 @@ async def admission_loop(r: Runtime) -> None:
         r.identity,
         r.settings.leader_election_lease_s,
     )
-    last_full = float("-inf")
+    last_full = renewed = float("-inf")
     watch = r.loop_watch("admission", r.settings.admission_interval_s)
     while True:
         watch.beat()
@@ -464,7 +468,14 @@ async def admission_loop(r: Runtime) -> None:
         r.wake.clear()
         try:
             was_leader = r.is_leader
-            r.is_leader = await elector.ensure()
+            # Renew at a third of the lease (like client-go's renew deadline
+            # margin), not on every event-triggered round.
+            if (
+                not r.is_leader
+                or time.monotonic() - renewed >= r.settings.leader_election_lease_s / 3
+            ):
+                r.is_leader = await elector.ensure()
+                renewed = time.monotonic()
             r.leader_known.set()
             r.metrics.admission_leader.set(1 if r.is_leader else 0)
             if not r.is_leader:
@@ -494,6 +505,7 @@ async def admit_once(
     """One round: plan new jobs, decide, write. ``fresh``: LIST jobs first, else
     decide from the watch cache. ``still_leader`` fences every write (``leader.py``):
     once this instance cannot be sure it still holds the Lease, the round aborts."""
+    started = time.monotonic()
     if fresh:
         r.remember_jobs(await r.kube.list_jobs())
     jobs = [j for j in r.jobs.values() if r.watches(j["metadata"]["namespace"])]
@@ -560,4 +572,22 @@ async def admit_once(
     # Admissions first: they are what the queue waits for.
     admitted = {a.item.key for a in round_.admitted}
     order = sorted(updates, key=lambda k: k not in admitted)
-    await asyncio.gather(*(write(k, updates[k]) for k in order))
+    r.writes_idle.clear()
+    decided = time.monotonic()
+    try:
+        await asyncio.gather(*(write(k, updates[k]) for k in order))
+    finally:
+        r.writes_idle.set()
+    if updates:
+        log.info(
+            "round (%s): %d jobs, %d planned, %d admitted, %d waiting; decided in %.2f s, "
+            "%d writes in %.2f s",
+            "listed" if fresh else "cached",
+            len(jobs),
+            len(planning),
+            len(round_.admitted),
+            len(round_.waiting),
+            decided - started,
+            len(updates),
+            time.monotonic() - decided,
+        )

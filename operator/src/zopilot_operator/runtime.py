@@ -71,6 +71,12 @@ def is_older(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
     return a is not None and b is not None and a < b
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class Runtime:
     settings: OperatorSettings
@@ -88,6 +94,7 @@ class Runtime:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     is_leader: bool = False
     leader_known: asyncio.Event = field(default_factory=asyncio.Event)  # after the first try
+    writes_idle: asyncio.Event = field(default_factory=_set_event)  # no round is writing
     # core/v1 Events waiting to be posted (handlers.event_poster).
     events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
