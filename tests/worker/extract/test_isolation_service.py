@@ -8,6 +8,7 @@ chosen by the upload's file name). uvicorn serves it on 127.0.0.1.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from zopilot_worker.errors import ModelNotFound
 from zopilot_worker.extract import ExtractSettings
 from zopilot_worker.extract.isolation import ParsingPool, PoolLimits
 from zopilot_worker.pipeline import DocumentEngine
@@ -120,6 +122,22 @@ def test_a_crash_fails_one_document_of_a_batch(tmp_path: Path) -> None:
                 results[name] = exc
         assert getattr(results["crash.pdf"], "code", None) == "parser_crashed"
         assert results["ok.pdf"] == 1
+    finally:
+        engine.close()
+    assert pool.pids == []
+
+
+def test_load_models_starts_the_parsers_in_the_background(tmp_path: Path) -> None:
+    pool = ParsingPool(ExtractSettings(), PoolLimits(processes=2, timeout_s=60, memory_limit_mib=0))
+    engine = DocumentEngine(WorkerSettings(model_root=tmp_path), parsing_pool=pool)
+    try:
+        assert pool.pids == []  # an engine alone starts nothing
+        with pytest.raises(ModelNotFound):  # no model here; the parsers start anyway
+            engine.load_models()
+        deadline = time.monotonic() + 300
+        while len(pool.pids) < 2:
+            assert time.monotonic() < deadline, "the parsing processes did not start"
+            time.sleep(0.05)
     finally:
         engine.close()
     assert pool.pids == []

@@ -11,7 +11,8 @@ Documents are parsed in a pool of child processes (``extract/isolation.py``):
 each one under a wall-clock and an address-space limit, so a parser that
 stalls or crashes on hostile input ends only its child and the caller gets a
 ``WorkerError`` (parsing_timeout, parsing_memory_exceeded, parser_crashed).
-The children start on the first document, not with the engine. OCR and the
+The children start with :meth:`load_models` (in the background) or on the
+first document, never with the engine itself. OCR and the
 classifier stay in this process, next to the GPU.
 
 The extractor and classifier modules (and with them docstrange, torch and
@@ -130,6 +131,7 @@ class DocumentEngine:
             ocr_loader=self._extractor.load_ocr,
         )
         self._classifier: Classifier | None = None
+        self._parsers_warming = False
         # Loading takes a minute for Mixtral: one loader, everyone else waits for it.
         self._load_lock = threading.Lock()
         # The Classifier is not thread-safe (one model, one forward pass at a time);
@@ -151,7 +153,24 @@ class DocumentEngine:
         return self._classifier is not None
 
     def load_models(self) -> None:
+        self._warm_parsers()
         self._ensure_classifier()
+
+    def _warm_parsers(self) -> None:
+        """Start the parsing children in the background (once), so the first document
+        does not wait for them; /health and the model load never do."""
+        with self._load_lock:
+            if self._parsers_warming:
+                return
+            self._parsers_warming = True
+
+        def warm() -> None:
+            try:
+                self._pool.warm()
+            except Exception:  # the first document will try again
+                log.warning("starting the parsing processes failed", exc_info=True)
+
+        threading.Thread(target=warm, name="zopilot-parsers-warm", daemon=True).start()
 
     def _ensure_classifier(self) -> Classifier:
         classifier = self._classifier

@@ -249,8 +249,8 @@ class _Child:
                 self.ready = True
                 return
             why = f"not ready after {_START_TIMEOUT_S:g} s"
-        except (EOFError, OSError):
-            why = self.exit_description()
+        except (EOFError, OSError, ValueError):  # ValueError: stopped meanwhile (pool closed)
+            why = "stopped" if self.stopped else self.exit_description()
         raise ParsingUnavailable(
             "The worker could not start a document parser right now; retry shortly.",
             detail=f"parsing process {self.pid}: {why}",
