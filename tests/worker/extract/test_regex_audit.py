@@ -85,6 +85,11 @@ AUDITED: dict[tuple[str, str | bytes], tuple[bool, str]] = {
         True,
         "anchored, bounded single class (X-Request-ID header)",
     ),
+    ("zopilot_worker/service/schemas.py", "LABEL_PATTERN"): (
+        False,  # untrusted, but built from constants: test_label_pattern_is_linear runs it
+        "anchored; an edge class, then one run whose class contains the edge class, then "
+        "the edge class at $: one backtracking pass; labels are also capped at 63 characters",
+    ),
     ("zopilot_worker/classify/scoring.py", "f'(?<!\\\\w){re.escape(label.lower())}(?!\\\\w)'"): (
         False,
         "an escaped literal label with one-character lookarounds, on the model's own output",
@@ -170,3 +175,18 @@ def test_untrusted_patterns_are_linear_on_adversarial_input(key: tuple[str, str 
         compiled.fullmatch(text)
         # A generous bound: linear patterns take milliseconds here, quadratic ones minutes.
         assert time.perf_counter() - start < 20.0, f"{pattern!r} is super-linear on {string[:20]!r}"
+
+
+def test_label_pattern_is_linear() -> None:
+    """Classification labels come from requests: the schema's pattern, run as the service
+    runs it (re.search), over long strings of its own syntax."""
+    from zopilot_worker.service.schemas import LABEL_PATTERN
+
+    compiled = re.compile(LABEL_PATTERN)
+    start = time.perf_counter()
+    for string in _adversarial(LABEL_PATTERN):
+        compiled.search(string)
+        compiled.search(string + ",")
+        assert time.perf_counter() - start < 20.0, (
+            f"LABEL_PATTERN is super-linear on {string[:20]!r}"
+        )
