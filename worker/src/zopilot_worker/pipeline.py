@@ -242,10 +242,11 @@ class DocumentEngine:
             self._model, self._quantization, context_tokens=tokens + PROMPT_OVERHEAD_TOKENS
         )
         with self._run_lock:
-            # The weights are resident: a forward pass needs its KV cache and activations.
-            # Checked under the lock, so two passes cannot both count the same free memory.
+            # The weights are resident: a forward pass needs its KV cache, activations
+            # and the packed label pass. Checked under the lock, so two passes cannot
+            # both count the same free memory.
             self._gate.check(
-                run_plan.kv_cache_bytes + run_plan.activation_bytes,
+                run_plan.kv_cache_bytes + run_plan.activation_bytes + run_plan.label_scoring_bytes,
                 what=f"classify with {self._model.name} ({tokens} input tokens)",
             )
             result = classifier.classify(text, labels, max_input_tokens=tokens)
