@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the project's container images with podman, confined to one state dir.
 #
-#   dev/images.sh build   build base (if missing), worker, operator, fakeworker (idempotent)
+#   dev/images.sh build [NAME...]  build base (if missing), then operator, fakeworker, worker
+#                         (idempotent; the build stages stay tagged as NAME-build for the cache)
 #   dev/images.sh save    build, then export each image as an OCI archive; prints "name path"
 #   dev/images.sh names   print the image names, one a line
 #   dev/images.sh podman ARGS...   run podman against this state dir (smoke tests, inspection)
@@ -10,7 +11,8 @@
 # State dir: $ZOPILOT_IMAGES_DIR (default ${ZOPILOT_CACHE:-~/.cache/zopilot}/images). Podman's
 # storage, run dir, temp dir (where buildah keeps RUN --mount=type=cache dirs, i.e. uv's
 # wheel cache), config and the archives all live there; nothing host-wide is configured.
-# Podman runs with cgroupfs and runc, host network for builds only (no bridge is created).
+# Podman runs with cgroupfs and runc, host network for builds only (no bridge is created),
+# in a mount namespace where the few fixed host paths it writes are redirected (confined).
 #
 # Base image: $PYTHON_IMAGE if set (e.g. python:3.11-slim-bookworm where a registry is
 # reachable); otherwise one is assembled here from Debian packages (mmdebstrap bookworm
@@ -86,7 +88,22 @@ export TMPDIR="$state/tmp"
 
 podman_args=(--root "$state/root" --runroot "$state/run" --tmpdir "$state/libpod"
   --cgroup-manager cgroupfs --runtime runc --events-backend file)
-pm() { podman "${podman_args[@]}" "$@"; }
+
+# Runs a command in a private mount namespace whose /var/lib and /run are copy-on-write
+# overlays, their writes landing in a throwaway dir under $state: whatever --root says,
+# podman writes /var/lib/containers/cache (image blob-info cache) and runc /run/runc.
+confined() {
+  local u rc=0
+  u="$(mktemp -d "$state/host.XXXXXX")"
+  mkdir -p "$u"/{lib,run}/{upper,work}
+  unshare --mount --propagation private -- bash -c '
+    mount -t overlay overlay -o "lowerdir=/var/lib,upperdir=$1/lib/upper,workdir=$1/lib/work" /var/lib &&
+    mount -t overlay overlay -o "lowerdir=/run,upperdir=$1/run/upper,workdir=$1/run/work" /run &&
+    shift && exec "$@"' _ "$u" "$@" || rc=$?
+  rm -rf "$u"
+  return "$rc"
+}
+pm() { confined podman "${podman_args[@]}" "$@"; }
 
 host_ca() {
   local f
@@ -105,7 +122,7 @@ build_base() {
   log "assembling $base_tag from Debian bookworm (mmdebstrap minbase + python3)"
   local tar="$state/base/python-base-bookworm.tar" t0=$SECONDS
   # netbase and tzdata: as in the official python image. passwd: useradd in the Dockerfiles.
-  nice -n 10 mmdebstrap --quiet --variant=minbase \
+  confined nice -n 10 mmdebstrap --quiet --variant=minbase \
     --include=python3,python3-pip,ca-certificates,netbase,tzdata,passwd \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -122,26 +139,37 @@ build_base() {
   echo "$base_tag"
 }
 
+# One podman build, logged to $state/logs; the tail of the log on failure.
+podman_build() {
+  local name="$1" log="$state/logs/$1.log"; shift
+  # The machine is shared: builds run at low priority.
+  if ! confined nice -n 10 podman "${podman_args[@]}" build --layers --network host \
+    --pull=never "$@" -f "$repo/${dockerfile[$name]}" "$repo" >>"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    log "building $name failed; full log: $log"
+    exit 1
+  fi
+}
+
 build() {
-  local base ca name t0
+  local base ca name t0 args
   base="$(build_base)"
   ca="$(host_ca)"
   for name in "${@:-${order[@]}}"; do
     [[ -n "${dockerfile[$name]:-}" ]] || { log "unknown image '$name' (known: ${order[*]})"; exit 2; }
     t0=$SECONDS
+    args=(--build-arg "PYTHON_IMAGE=$base" --secret "id=ca,src=$ca")
     log "building $(image_name "$name") from ${dockerfile[$name]} on $base"
-    # The machine is shared: builds run at low priority. Full log under $state/logs.
-    if ! nice -n 10 podman "${podman_args[@]}" build --layers --network host --pull=never \
-      --build-arg "PYTHON_IMAGE=$base" --secret "id=ca,src=$ca" \
-      -f "$repo/${dockerfile[$name]}" -t "$(image_name "$name")" "$repo" \
-      >"$state/logs/$name.log" 2>&1; then
-      tail -n 40 "$state/logs/$name.log" >&2
-      log "building $(image_name "$name") failed; full log: $state/logs/$name.log"
-      exit 1
+    : >"$state/logs/$name.log"
+    # The build stages are tagged too (…-build:TAG), so that pruning dangling images
+    # keeps them: a warm build then reuses the dependency layer instead of redoing it.
+    if grep -q '^FROM .* AS wheels$' "$repo/${dockerfile[$name]}"; then
+      podman_build "$name" "${args[@]}" --target wheels -t "$(image_name "$name-build")"
     fi
+    podman_build "$name" "${args[@]}" -t "$(image_name "$name")"
     log "$(image_name "$name") built in $((SECONDS - t0)) s"
   done
-  # Replaced tags leave dangling images behind; the layer cache stays (--layers).
+  # Images that lost their tag to a rebuild, with their layers (the tagged ones stay).
   pm image prune --force >/dev/null
 }
 
