@@ -6,6 +6,7 @@
 #   dev/images.sh save    build, then export each image as an OCI archive; prints "name path"
 #   dev/images.sh names   print the image names, one a line
 #   dev/images.sh podman ARGS...   run podman against this state dir (smoke tests, inspection)
+#   dev/images.sh dir     print the state dir
 #   dev/images.sh clean   remove the whole state dir (images, build cache, archives)
 #
 # State dir: $ZOPILOT_IMAGES_DIR (default ${ZOPILOT_CACHE:-~/.cache/zopilot}/images). Podman's
@@ -161,8 +162,8 @@ build() {
     args=(--build-arg "PYTHON_IMAGE=$base" --secret "id=ca,src=$ca")
     log "building $(image_name "$name") from ${dockerfile[$name]} on $base"
     : >"$state/logs/$name.log"
-    # The build stages are tagged too (…-build:TAG), so that pruning dangling images
-    # keeps them: a warm build then reuses the dependency layer instead of redoing it.
+    # The build stages (uv, our wheels) are tagged too (NAME-build:TAG), so that pruning
+    # dangling images keeps them and a warm build reuses them.
     if grep -q '^FROM .* AS wheels$' "$repo/${dockerfile[$name]}"; then
       podman_build "$name" "${args[@]}" --target wheels -t "$(image_name "$name-build")"
     fi
@@ -182,7 +183,9 @@ save() {
     id="$(pm image inspect --format '{{.Id}}' "$(image_name "$name")")"
     if [[ ! -s "$out" || "$(cat "$out.id" 2>/dev/null)" != "$id" ]]; then
       rm -f "$out"
-      pm save --quiet --format oci-archive -o "$out" "$(image_name "$name")"
+      # Uncompressed layers: gzip of the 6.9 GB worker takes many minutes on 2 cores, and
+      # the archive is only read locally (containerd import).
+      pm save --quiet --uncompressed --format oci-archive -o "$out" "$(image_name "$name")"
       echo "$id" >"$out.id"
     fi
     echo "$(image_name "$name") $out"
