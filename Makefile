@@ -5,12 +5,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 
-.PHONY: help deps doctor test test-fast lint demo cluster-up cluster-down clean
+.PHONY: help deps doctor test test-fast lint demo cluster-up cluster-down clean images
 
 help:
 	@echo "make demo   run the end-to-end demo on the local cluster"
 	@echo "make test   install everything needed and run every test"
 	@echo "make lint   ruff + mypy"
+	@echo "make images build the worker, operator and fake-worker images with podman"
 
 deps:
 	@bash dev/install-deps.sh
@@ -41,3 +42,8 @@ cluster-up: deps
 
 cluster-down:
 	dev/cluster down
+
+# Container images with podman, everything under $ZOPILOT_CACHE/images (dev/images.sh).
+# PYTHON_IMAGE=python:3.11-slim-bookworm uses the official base where a registry is reachable.
+images:
+	dev/images.sh build
