@@ -78,3 +78,13 @@ def test_join_keeps_only_the_newest_sample_of_a_gpu() -> None:
     new = replace(sample("dcgm-exporter-6ldbb", 9000, sampled_at=at(60)), uuid=old.uuid)
     joined = join_nodes([old, new], {"gpu-a"}, {"dcgm-exporter-6ldbb": "gpu-a"})
     assert [(s.node, s.free_mib) for s in joined] == [("gpu-a", 9000)]
+
+
+def test_a_newer_series_of_a_gpu_supersedes_an_old_one_even_when_it_joins_no_node() -> None:
+    # The exporter switched to pod names, and its pod is not found (yet): the
+    # node-named series from before the switch lingers in Prometheus' lookback.
+    # It must not keep the GPU admissible: the GPU's current series joins no node.
+    old = sample("gpu-a", 9000, sampled_at=at(0))
+    new = replace(sample("dcgm-exporter-6ldbb", 9000, sampled_at=at(20)), uuid=old.uuid)
+    joined = join_nodes([old, new], {"gpu-a"}, {})
+    assert [s.node for s in joined] == ["dcgm-exporter-6ldbb"]

@@ -164,16 +164,18 @@ def join_nodes(
     exporter pod it names (``pod_nodes``: exporter pod name -> spec.nodeName).
 
     Pure. A sample that names a node, or no known pod, is left as it is. When
-    two samples then describe the same GPU (node, gpu, UUID) — e.g. series from
-    before and after a relabeling change, both within Prometheus' lookback —
-    only the newest is kept, so an old one cannot make the GPU look stale.
+    two samples describe the same GPU (its UUID; node and index where DCGM gives
+    none) — e.g. series from before and after a relabeling change, both within
+    Prometheus' lookback — only the newest is kept, whatever it names: an old
+    series cannot make the GPU look stale, nor lend it a node its current
+    series no longer joins (fail closed until the exporter pod is found).
     """
-    newest: dict[tuple[str, str, str], GpuSample] = {}
+    newest: dict[tuple[str, ...], GpuSample] = {}
     for sample in samples:
         node = sample.node
         if node not in node_names and pod_nodes.get(node):
             sample = dataclasses.replace(sample, node=pod_nodes[node])
-        key = (sample.node, sample.gpu, sample.uuid)
+        key = (sample.uuid,) if sample.uuid else (sample.node, sample.gpu)
         if key not in newest or sample.sample_time > newest[key].sample_time:
             newest[key] = sample
     return sorted(newest.values(), key=lambda s: (s.node, s.gpu, s.uuid))

@@ -180,12 +180,13 @@ class Runtime:
         """Samples named after a dcgm-exporter pod, moved to that pod's node.
 
         The exporter pods are listed only when some sample names no node, and
-        the answer is cached like the nodes; a failed list leaves samples as they are.
+        the answer is cached like the nodes; a failed list joins nothing. Either way
+        only the newest sample of each GPU is kept (``prometheus.join_nodes``).
         """
         names = {str((n.get("metadata") or {}).get("name")) for n in nodes}
         selector = self.settings.dcgm_exporter_pod_selector
         if not selector or all(s.node in names for s in samples):
-            return samples
+            return join_nodes(samples, names, {})  # still one (the newest) sample per GPU
         at, pod_nodes = self._exporter_pods
         if time.monotonic() - at > NODE_CACHE_S:
             try:
@@ -194,7 +195,7 @@ class Runtime:
                 )
             except OperatorError as e:
                 log.warning("listing dcgm-exporter pods (%s) failed: %s", selector, e)
-                return samples
+                return join_nodes(samples, names, {})
             pod_nodes = {
                 str(p["metadata"]["name"]): str((p.get("spec") or {}).get("nodeName") or "")
                 for p in pods
