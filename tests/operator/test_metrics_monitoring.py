@@ -103,3 +103,12 @@ def test_usage_counts_what_a_patch_adds() -> None:
     assert (
         abs((value("zopilot_operator_cost_usd_total", {"namespace": "docs"}) or 0) - 0.0465) < 1e-9
     )
+
+
+def test_an_attempt_of_zero_gpu_seconds_still_creates_its_namespace_series() -> None:
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    metrics.observe_usage("quick", {}, {"gpuSeconds": 0.0, "costUSD": 0.0})
+    labels = {"namespace": "quick"}
+    assert registry.get_sample_value("zopilot_operator_gpu_seconds_total", labels) == 0.0
+    assert registry.get_sample_value("zopilot_operator_cost_usd_total", labels) == 0.0

@@ -165,8 +165,13 @@ class OperatorMetrics:
         """Count what a landed status patch adds to the job's gpuSeconds and costUSD."""
         for counter, key in ((self.gpu_seconds, "gpuSeconds"), (self.cost, "costUSD")):
             new, old = patch.get(key), old_status.get(key) or 0.0
-            if isinstance(new, int | float) and isinstance(old, int | float) and new > old:
-                counter.labels(namespace=namespace).inc(new - old)
+            if not isinstance(new, int | float) or not isinstance(old, int | float):
+                continue
+            # The namespace's series exists from its first finished attempt, even one
+            # that took under the runtime's one-second resolution (0 GPU-seconds).
+            series = counter.labels(namespace=namespace)
+            if new > old:
+                series.inc(new - old)
 
     def set_reservations(self, claims: Sequence[Claim], queue: Iterable[QueueItem]) -> None:
         """Reserved memory per (node, gpu) and the smallest queued need, from this round's jobs."""
