@@ -458,6 +458,12 @@ async def admission_loop(r: Runtime) -> None:
     while True:
         watch.beat()
         wait_s = max(0.0, r.settings.admission_interval_s - (time.monotonic() - last_full))
+        if not r.is_leader:
+            # A candidate tries the Lease again every third of its duration (like
+            # client-go's retry period), not every admission_interval_s: a Lease
+            # left by an instance that stopped must be taken over in about one
+            # lease duration, whatever the interval.
+            wait_s = min(wait_s, r.settings.leader_election_lease_s / 3)
         if r.settings.admission_on_events:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(r.wake.wait(), timeout=wait_s)
