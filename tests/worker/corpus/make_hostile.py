@@ -20,6 +20,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from zopilot_worker.testing.documents import pdf_from_objects
+
 OUT = Path(__file__).with_name("hostile")
 FILES: dict[str, Callable[[], bytes]] = {}
 
@@ -180,16 +182,7 @@ def _grid_unreferenced() -> bytes:
 
 def _pdf(objects: list[bytes]) -> bytes:
     """Objects 1..n (1: catalog) with a correct xref table."""
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<</Size %d/Root 1 0 R>>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return pdf_from_objects(objects, version=b"1.7")
 
 
 def _stream(data: bytes, extra: bytes = b"", *, deflate: bool = False) -> bytes:

@@ -211,7 +211,12 @@ def make_minimal_pdf(text: str) -> bytes:
         b"<</Type/Font/Subtype/Type1/BaseFont/Helvetica>>",
         b"<</Length %d>>stream\n%s\nendstream" % (len(stream), stream),
     ]
-    out = bytearray(b"%PDF-1.4\n")
+    return pdf_from_objects(objects)
+
+
+def pdf_from_objects(objects: list[bytes], version: bytes = b"1.4") -> bytes:
+    """A PDF of objects 1..n (1: the catalog) with a correct xref table."""
+    out = bytearray(b"%PDF-" + version + b"\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
