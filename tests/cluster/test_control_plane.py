@@ -101,13 +101,15 @@ def test_scheduler_places_a_gpu_pod_on_a_simulated_4090_and_it_runs(cluster: Loc
         "kind": "Pod",
         "metadata": {"name": "cuda", "namespace": ns},
         "spec": {
+            # kwok's GPU nodes are tainted as simulated (zopilot_dev.nodes.SIMULATED_TAINT).
+            "tolerations": [{"key": "zopilot.dev/simulated", "operator": "Exists"}],
             "containers": [
                 {
                     "name": "c",
                     "image": "nvidia/cuda:12.4.0-base-ubuntu22.04",
                     "resources": {"limits": {"nvidia.com/gpu": "1"}},
                 }
-            ]
+            ],
         },
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))

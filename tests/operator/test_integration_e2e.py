@@ -1,6 +1,10 @@
-"""End to end with the REAL worker: kubectl apply -> operator -> pod on a simulated
-4090 -> the dev pod runner runs `zopilot-worker run-job` -> results on the
-output volume -> summary on the job's status."""
+"""End to end with the REAL worker image: kubectl apply -> operator -> pod on the
+real GPU node (a kubelet on containerd; its GPU is simulated: labels, capacity,
+DCGM numbers) -> containerd runs `zopilot-worker run-job` in
+localhost/zopilot/worker:dev, as UID 10001 on a read-only root, with the
+spec ConfigMap and the PVCs (hostPath PVs) really mounted -> results on the
+output volume -> the termination message the runtime wrote -> summary on the
+job's status."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from zopilot_dev import images
 from zopilot_dev.builders import DocumentJobBuilder
 from zopilot_dev.cluster import LocalCluster
 from zopilot_dev.operatorproc import OperatorProcess
@@ -22,7 +27,10 @@ LABELS = ["invoice", "receipt", "contract", "other"]
 
 @pytest.fixture(scope="module")
 def real_operator(crd: LocalCluster) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(crd, log_name="operator-e2e", model_pvc_name="zopilot-models")
+    crd.load_images([images.WORKER])  # builds and imports it when it changed
+    op = OperatorProcess(
+        crd, log_name="operator-e2e", real_pods=True, model_pvc_name="zopilot-models"
+    )
     op.start()
     yield op
     op.stop()
@@ -56,7 +64,15 @@ def test_a_job_over_mixed_documents_runs_the_real_worker(
     )
     c.kubectl("apply", "-f", "-", input=yaml.safe_dump(job.obj()))
 
-    st = wait_job(c, namespace, "mixed", phase="Succeeded", timeout_s=240)
+    st = wait_job(c, namespace, "mixed", phase="Succeeded", timeout_s=300)
+    # A real container of the worker image ran it, on the real GPU node.
+    pod = json.loads(c.kubectl("get", "pod", "-n", namespace, st["workerPod"], "-o", "json").stdout)
+    node = c.kubectl("get", "node", pod["spec"]["nodeName"], "-o", "json").stdout
+    assert st["admission"]["node"] == pod["spec"]["nodeName"]
+    assert "kwok.x-k8s.io/node" not in json.loads(node)["metadata"].get("annotations", {})
+    (cs,) = pod["status"]["containerStatuses"]
+    assert cs["containerID"].startswith("containerd://") and cs["image"] == images.WORKER
+    assert cs["state"]["terminated"]["exitCode"] == 0
     n = len(files) + 1
     assert st["progress"] == {"documents": n, "done": n, "failed": 0, "summary": f"{n}/{n}"}
     assert sum(st["results"]["byLabel"].values()) == n

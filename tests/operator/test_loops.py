@@ -125,3 +125,45 @@ async def wait_async(condition: Any, timeout_s: float = 30.0) -> None:
     while not condition():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+class CountingElector:
+    """A LeaseElector that always wins and counts its renewals."""
+
+    renewals = 0
+
+    def __init__(self, *_: object) -> None:
+        pass
+
+    async def ensure(self) -> bool:
+        CountingElector.renewals += 1
+        return True
+
+    async def fence(self) -> bool:
+        return True
+
+
+async def test_an_idle_leader_renews_its_lease_without_admitting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With an admission interval far longer than the Lease, the leader still renews
+    every third of the Lease, and those wake-ups run no admission round."""
+    rounds: list[bool] = []
+
+    async def admit_once(r: Runtime, *, fresh: bool, still_leader: object) -> None:
+        rounds.append(fresh)
+
+    monkeypatch.setattr(handlers, "LeaseElector", CountingElector)
+    monkeypatch.setattr(handlers, "admit_once", admit_once)
+    CountingElector.renewals = 0
+    registry = CollectorRegistry()
+    settings = OperatorSettings(admission_interval_s=3600, leader_election_lease_s=0.15)
+    async with httpx.AsyncClient() as http:
+        r = Runtime(settings, None, ApiClient(), http, registry, OperatorMetrics(registry))  # type: ignore[arg-type]
+        task = asyncio.create_task(handlers.admission_loop(r))
+        try:
+            await wait_async(lambda: CountingElector.renewals >= 4)
+            assert rounds == [True]  # the first round as leader; none since
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -28,6 +28,12 @@ def test_tiny_mixtral_matches_the_catalog(tiny_mixtral_dir: Path) -> None:
     assert sum(p.numel() for p in model.parameters()) == get_model("tiny-mixtral").total_params
 
 
+def test_a_tiny_model_is_readable_by_another_user(tiny_mixtral_dir: Path) -> None:
+    """The worker pod reads it as UID 10001 from a volume the test filled as root."""
+    assert tiny_mixtral_dir.stat().st_mode & 0o005 == 0o005
+    assert all(p.stat().st_mode & 0o004 for p in tiny_mixtral_dir.iterdir())
+
+
 def test_tiny_builder_is_idempotent_and_deterministic(
     tiny_mixtral_dir: Path, tmp_path: Path
 ) -> None:

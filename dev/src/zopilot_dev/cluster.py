@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,12 @@ from typing import Any
 import httpx
 import yaml
 
-from . import nodes, ociarchive, procs, prometheus, realnodes
-from .config import REPO_ROOT, ClusterConfig, ClusterState, default_images_dir
+from . import images, nodes, ociarchive, procs, prometheus, realnodes
+from .config import POD_UID, REPO_ROOT, ClusterConfig, ClusterState, default_cache_dir
 
 log = logging.getLogger("zopilot.cluster")
 
-OWN_COMPONENTS = ("dcgm-exporter", "prometheus", "podrunner")
+OWN_COMPONENTS = ("dcgm-exporter", "prometheus", "podrunner", "hostproxy")
 # Local images every real node gets, built from dev/tools.sh's binaries.
 LOCAL_IMAGES = {
     "pause": (ociarchive.PAUSE_IMAGE, ""),
@@ -86,7 +87,12 @@ class LocalCluster:
         return realnodes.real_nodes(self.config.real_gpu_nodes, self.config.real_cpu_nodes)
 
     def _real(self) -> realnodes.RealNodes:
-        return realnodes.RealNodes(self.config.state_dir, self.real_node_list, self.config.logs_dir)
+        return realnodes.RealNodes(
+            self.config.state_dir,
+            self.real_node_list,
+            self.config.logs_dir,
+            image_cache=default_cache_dir() / "node-images" / self.config.name,
+        )
 
     def _net(self) -> realnodes.NodeNetwork:
         return realnodes.NodeNetwork(
@@ -101,10 +107,7 @@ class LocalCluster:
         raise ClusterError(f"no real node {name!r}; real nodes: {known}")
 
     def image_archives(self) -> list[Path]:
-        """OCI archives every real node imports: the local pause and test images,
-        then, with ``ZOPILOT_NODE_IMAGES=1``, the project's images from
-        dev/images.sh when they have been built (6.9 GB for the worker: no test
-        runs them on real nodes yet, so a plain ``up`` does not pay for them)."""
+        """OCI archives of the local pause and test images, imported on every ``up``."""
         out_dir = self.config.state_dir / "images"
         out_dir.mkdir(parents=True, exist_ok=True)
         bin_dir = Path(self.state.bin_dir)
@@ -115,9 +118,56 @@ class LocalCluster:
             if not path.exists() or path.read_bytes() != data:
                 path.write_bytes(data)
             archives.append(path)
+        return archives
+
+    @staticmethod
+    def images_for(node: realnodes.RealNode, names: Iterable[str]) -> list[str]:
+        """Which of the project's images a real node gets: the worker (6.9 GB) only
+        where workers run, the GPU nodes; the operator and the fake worker everywhere."""
+        return [n for n in names if node.gpu or n != images.WORKER]
+
+    def _saved_project_archives(self) -> dict[str, Path]:
+        """The archives ``dev/images.sh save`` last wrote (``ZOPILOT_NODE_IMAGES=1`` at ``up``)."""
         if os.environ.get("ZOPILOT_NODE_IMAGES", "") not in ("1", "true", "yes"):
-            return archives
-        return archives + sorted((default_images_dir() / "oci").glob("*.oci.tar"))
+            return {}
+        archives = {name: images.archive_path(name) for name in images.IMAGES}
+        return {name: path for name, path in archives.items() if path.exists()}
+
+    def load_images(self, names: Sequence[str] = images.IMAGES) -> dict[str, list[str]]:
+        """Put the project's images on the real nodes that run them (:meth:`images_for`):
+        build what changed and export it (``dev/images.sh save``), then import each
+        archive a node does not have yet. Idempotent; node -> archives imported now.
+
+        The import goes through containerd's own ``ctr images import`` (no
+        registry is reachable here); pods use ``imagePullPolicy: Never``.
+        """
+        unknown = sorted(set(names) - set(images.IMAGES))
+        if unknown:
+            raise ClusterError(f"unknown images {unknown}; known: {', '.join(images.IMAGES)}")
+        nodes_ = self.real_node_list
+        if not nodes_:
+            raise ClusterError(
+                "this cluster has no real nodes to load images into "
+                "(started with --real-gpu-nodes 0 --real-cpu-nodes 0?)"
+            )
+        saved = images.save_oci()
+        missing = sorted(set(names) - set(saved))
+        if missing:
+            raise ClusterError(f"dev/images.sh save did not list {missing}")
+        rn, done = self._real(), {}
+        for n in nodes_:
+            wanted = [saved[name] for name in self.images_for(n, names)]
+            t0 = time.monotonic()
+            imported = rn.import_images(n, wanted)
+            if imported:
+                log.info(
+                    "%s: imported %s in %.0f s",
+                    n.name,
+                    ", ".join(imported),
+                    time.monotonic() - t0,
+                )
+            done[n.name] = imported
+        return done
 
     def start_containerd(self, name: str, *, wait: bool = True) -> None:
         node, rn = self._real_node(name), self._real()
@@ -194,10 +244,11 @@ class LocalCluster:
         def containerds_and_images() -> None:
             # No state writes here: the main thread saves the state meanwhile.
             try:
-                archives = self.image_archives()
-                local = archives[: len(LOCAL_IMAGES)]
+                local = self.image_archives()
+                project = self._saved_project_archives()
                 for n in rn.nodes:
                     rn.wait_containerd(n, self.state.pids[f"containerd-{n.name}"])
+                    archives = local + [project[i] for i in self.images_for(n, project)]
                     imported = rn.import_images(n, archives, always=local)
                     log.info("%s: imported %s", n.name, ", ".join(imported) or "nothing new")
             except BaseException as e:
@@ -232,6 +283,30 @@ class LocalCluster:
                 )
             if n.gpu:
                 self.set_node_gpus(n.name, self.config.gpu_replicas)
+
+    def expose_control_plane(self) -> None:
+        """Let pods on the real nodes reach the API server and Prometheus, as in-cluster
+        clients do: the forwarder (``zopilot_dev.hostproxy``) on the host's veth, and in
+        the cluster's network namespace one DNAT rule, the ``kubernetes`` Service's
+        ClusterIP:443 to that forwarder (the one Service rule kube-proxy would write;
+        the API server's certificate names that ClusterIP). Idempotent."""
+        self.start_component("hostproxy")
+        svc_ip = self.kubectl(
+            "get", "service", "kubernetes", "-n", "default", "-o", "jsonpath={.spec.clusterIP}"
+        ).stdout.strip()
+        api_port = self.state.apiserver_url.rsplit(":", 1)[1]
+        rule = [
+            "PREROUTING", "-d", f"{svc_ip}/32", "-p", "tcp", "--dport", "443",
+            "-j", "DNAT", "--to-destination", f"{self._net().host_ip}:{api_port}",
+        ]  # fmt: skip
+        ns = ["nsenter", f"--net={self._real().netns_file}", "iptables", "-t", "nat"]
+        if subprocess.run([*ns, "-C", *rule], capture_output=True).returncode != 0:
+            subprocess.run([*ns, "-A", *rule], check=True, capture_output=True)
+
+    @property
+    def in_cluster_prometheus_url(self) -> str:
+        """Prometheus as pods on the real nodes reach it (through the host forwarder)."""
+        return f"http://{self._net().host_ip}:{self.state.prometheus_url.rsplit(':', 1)[1]}"
 
     def set_node_gpus(self, name: str, count: int) -> None:
         """Patch ``nvidia.com/gpu`` capacity and allocatable onto a real node's status
@@ -329,6 +404,7 @@ class LocalCluster:
         if nodes_thread is not None:
             self._join_real_nodes(nodes_thread)
             self._register_real_nodes()
+            self.expose_control_plane()
         r = self.kubectl(
             "wait",
             "--for=condition=Ready",
@@ -356,6 +432,16 @@ class LocalCluster:
                 "bindAddress": "127.0.0.1",
                 "kubeApiserverPort": api_port,
                 "kubeAuthorization": True,
+                # In-cluster clients on the real nodes dial the kubernetes Service's
+                # ClusterIP (expose_control_plane): the serving certificate names it.
+                "kubeApiserverCertSANs": [
+                    "10.0.0.1",
+                    "10.96.0.1",
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                ],
                 "kubeAdmission": True,
                 "kubeApiserverBinary": str(bin_dir / "kube-apiserver"),
                 "kubeControllerManagerBinary": str(bin_dir / "kube-controller-manager"),
@@ -474,6 +560,12 @@ class LocalCluster:
                 str(cfg.state_dir / "pods"),
             ]
             ready = ""
+        elif name == "hostproxy":
+            host_ip = self._net().host_ip
+            ports = [u.rsplit(":", 1)[1] for u in (st.apiserver_url, st.prometheus_url)]
+            argv = [py, "-m", "zopilot_dev.hostproxy", "--listen", host_ip]
+            argv += [a for p in ports for a in ("--port", p)]
+            ready = f"http://{host_ip}:{ports[1]}/-/ready"
         else:
             raise ClusterError(f"unknown component {name!r}; known: {', '.join(OWN_COMPONENTS)}")
         st.pids[name] = procs.start(name, argv, self.logs_dir, cwd=REPO_ROOT)
@@ -583,11 +675,15 @@ class LocalCluster:
     def create_volume(self, namespace: str, claim: str, size: str = "10Gi") -> Path:
         """A PVC bound to a hostPath PV over a local directory; returns the directory.
 
-        The development pod runner mounts the directory wherever a pod mounts
-        the claim, so tests and the demo put inputs there and read outputs back.
+        A real kubelet mounts it into the pod's containers (hostPath); the
+        development pod runner maps it wherever a pod mounts the claim. Tests and
+        the demo put inputs there and read outputs back. The directory belongs to
+        the pods' UID (10001), as a provisioner honouring ``fsGroup`` would
+        leave it: a hostPath volume is not re-owned for the pod.
         """
         d = self.config.state_dir / "volumes" / namespace / claim
         d.mkdir(parents=True, exist_ok=True)
+        os.chown(d, POD_UID, POD_UID)
         pv_name = f"zopilot-local-{namespace}-{claim}"[:253]
         pv = {
             "apiVersion": "v1",

@@ -41,10 +41,18 @@ def default_real_nodes() -> int:
     return n
 
 
+# The UID the project's images run as (operator podbuilder.WORKER_UID, the Dockerfiles).
+POD_UID = 10001
+
+
+def default_cache_dir() -> Path:
+    """The project's cache (built binaries, images, node image stores): ``$ZOPILOT_CACHE``."""
+    return Path(os.environ.get("ZOPILOT_CACHE", Path.home() / ".cache" / "zopilot"))
+
+
 def default_images_dir() -> Path:
     """Where dev/images.sh keeps its OCI archives (``oci/*.oci.tar``)."""
-    cache = Path(os.environ.get("ZOPILOT_CACHE", Path.home() / ".cache" / "zopilot"))
-    return Path(os.environ.get("ZOPILOT_IMAGES_DIR", cache / "images"))
+    return Path(os.environ.get("ZOPILOT_IMAGES_DIR", default_cache_dir() / "images"))
 
 
 @dataclass(frozen=True)

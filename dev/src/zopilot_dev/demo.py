@@ -3,10 +3,12 @@ DocumentJobs over generated invoices, receipts and contracts, live progress,
 and a results table. A second run reuses the cluster, the built binaries and
 the tiny model.
 
-Simulated here (see README): GPU nodes (kwok), DCGM numbers (follow the
-worker pods), containers (the dev pod runner runs the real ``zopilot-worker
-run-job`` as processes) and model weights (a tiny random Mixtral built
-locally). Everything else is real.
+The worker pods are real containers of the worker image
+(``localhost/zopilot/worker:dev``, built with podman on first use and imported
+into the node's containerd), run by a real kubelet on the real GPU node
+``real-gpu-0``. Simulated here (see README): that node's GPU (labels,
+``nvidia.com/gpu`` capacity, DCGM numbers that follow the worker pods) and
+model weights (a tiny random Mixtral built locally). Everything else is real.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from . import images
 from .builders import DocumentJobBuilder
 from .cluster import LocalCluster
 from .config import ClusterConfig
@@ -155,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     t_start = time.monotonic()
     c = LocalCluster(ClusterConfig())
-    say("bringing up the local cluster (real control plane, kwok GPU nodes, Prometheus)")
+    say("bringing up the local cluster (real control plane, real and kwok nodes, Prometheus)")
     t0 = time.monotonic()
-    c.up(podrunner=True)
+    c.up()
     say(f"cluster ready in {time.monotonic() - t0:.1f} s; KUBECONFIG={c.state.kubeconfig}")
     print(
         c.kubectl(
@@ -170,8 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     if c.kubectl("get", "namespace", NS, check=False).returncode != 0:
         c.kubectl("create", "namespace", NS)
+    say(
+        f"putting {images.WORKER} on the real GPU node (a first run builds it with podman: "
+        "about 10-25 minutes; later runs reuse it)"
+    )
+    t0 = time.monotonic()
+    c.load_images([images.WORKER])
+    say(f"worker image on the node in {time.monotonic() - t0:.1f} s")
     op = OperatorProcess(
-        c, log_name="operator-demo", model_pvc_name="zopilot-models", admission_interval_s=1
+        c,
+        log_name="operator-demo",
+        real_pods=True,
+        model_pvc_name="zopilot-models",
+        admission_interval_s=1,
     )
     op.start()
     say(f"operator started (log: {op.log_path})")

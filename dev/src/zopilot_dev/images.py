@@ -12,13 +12,19 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from zopilot_dev.config import REPO_ROOT
+from zopilot_dev.config import REPO_ROOT, default_images_dir
 
 SCRIPT = REPO_ROOT / "dev" / "images.sh"
 WORKER = "localhost/zopilot/worker:dev"
 OPERATOR = "localhost/zopilot/operator:dev"
 FAKEWORKER = "localhost/zopilot/fakeworker:dev"
 IMAGES = (WORKER, OPERATOR, FAKEWORKER)
+
+
+def archive_path(image: str) -> Path:
+    """Where ``dev/images.sh save`` writes ``image``'s OCI archive (``oci/<name>.oci.tar``)."""
+    short = image.rsplit("/", 1)[-1].split(":", 1)[0]
+    return default_images_dir() / "oci" / f"{short}.oci.tar"
 
 
 class ImageBuildError(RuntimeError):

@@ -4,6 +4,13 @@ GPU nodes carry the labels NVIDIA's GPU operator (gpu-feature-discovery)
 sets, with time-slicing: one physical RTX 4090 advertised as
 ``gpu_replicas`` schedulable ``nvidia.com/gpu``. kwok manages every node
 annotated ``kwok.x-k8s.io/node: fake``.
+
+Simulated GPU nodes are tainted ``zopilot.dev/simulated=true:NoSchedule``,
+as the real nodes are tainted ``zopilot.dev/real-node``: pods no container
+runtime will run (the pod runner's processes, the scale benchmark's) go to
+one pool, real containers to the other, and the operator, which admits only
+onto nodes whose taints its worker pods tolerate (``worker_tolerated_taints``),
+picks the pool the way a user picks a GPU pool in a real cluster.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from typing import Any
 
 from .config import RTX_4090_MEMORY_MIB, RTX_4090_MODEL_NAME, RTX_4090_PRODUCT
 
+SIMULATED_LABEL = "zopilot.dev/simulated"
+SIMULATED_TAINT = {"key": SIMULATED_LABEL, "value": "true", "effect": "NoSchedule"}
 _UUID_NS = uuid.UUID("6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f")
 
 
@@ -53,7 +62,12 @@ def simulated_gpus(
     ]
 
 
-def _node(name: str, labels: dict[str, str], allocatable: dict[str, str]) -> dict[str, Any]:
+def _node(
+    name: str,
+    labels: dict[str, str],
+    allocatable: dict[str, str],
+    taints: Sequence[dict[str, str]] = (),
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -65,11 +79,11 @@ def _node(name: str, labels: dict[str, str], allocatable: dict[str, str]) -> dic
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "type": "kwok",
-                "zopilot.dev/simulated": "true",
+                SIMULATED_LABEL: "true",
                 **labels,
             },
         },
-        "spec": {},
+        "spec": {"taints": list(taints)} if taints else {},
         "status": {
             "allocatable": allocatable,
             "capacity": allocatable,
@@ -107,6 +121,7 @@ def gpu_node(name: str, replicas: int, memory_mib: int = RTX_4090_MEMORY_MIB) ->
             "ephemeral-storage": "200Gi",
             "nvidia.com/gpu": str(replicas),
         },
+        taints=[SIMULATED_TAINT],
     )
 
 

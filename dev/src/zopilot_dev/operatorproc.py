@@ -2,6 +2,13 @@
 
 Used by the integration tests (which kill and restart it) and by the demo,
 until the Helm chart runs it in-cluster.
+
+Which nodes its workers go to follows from the taints it tolerates. By default
+the simulated GPU pool (kwok nodes, tainted ``zopilot.dev/simulated``), where
+the development pod runner plays the kubelet. With ``real_pods=True`` the real
+GPU nodes (tainted ``zopilot.dev/real-node``), where a real kubelet runs the
+worker image (``localhost/zopilot/worker:dev``, which :meth:`LocalCluster.load_images`
+puts on the nodes) as a real container.
 """
 
 from __future__ import annotations
@@ -12,15 +19,33 @@ import signal
 import sys
 from pathlib import Path
 
-from . import procs
+from . import images, nodes, procs, realnodes
 from .cluster import LocalCluster
 
 
 class OperatorProcess:
     def __init__(
-        self, cluster: LocalCluster, log_name: str = "operator", **settings: object
+        self,
+        cluster: LocalCluster,
+        log_name: str = "operator",
+        *,
+        real_pods: bool = False,
+        **settings: object,
     ) -> None:
         self.cluster = cluster
+        self.real_pods = real_pods
+        pool: dict[str, object] = (
+            {
+                "worker_image": images.WORKER,
+                "worker_image_pull_policy": "Never",
+                "worker_tolerated_taints": [realnodes.REAL_NODE_LABEL],
+            }
+            if real_pods
+            else {
+                "worker_image": "zopilot/worker:dev",
+                "worker_tolerated_taints": [nodes.SIMULATED_LABEL],
+            }
+        )
         self.log_name = log_name
         self.metrics_port = procs.free_port()
         self.settings = {
@@ -35,7 +60,7 @@ class OperatorProcess:
             "retry_backoff_base_s": 1,
             "retry_backoff_max_s": 4,
             "model_pvc_name": "",
-            "worker_image": "zopilot/worker:dev",
+            **pool,
             **settings,
         }
         self.pid: int | None = None

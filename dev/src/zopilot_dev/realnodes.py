@@ -375,8 +375,15 @@ def preflight() -> None:
 class RealNodes:
     """Host side of this cluster's real nodes: set up, start, stop, tear down."""
 
-    def __init__(self, state_dir: Path, nodes: list[RealNode], logs_dir: Path) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        nodes: list[RealNode],
+        logs_dir: Path,
+        image_cache: Path | None = None,
+    ) -> None:
         self.state_dir = state_dir.resolve()
+        self._image_cache = image_cache
         self.root = self.state_dir / "nodes"
         self.nodes = nodes
         self.logs_dir = logs_dir
@@ -643,8 +650,10 @@ class RealNodes:
 
     @property
     def image_cache(self) -> Path:
-        """Where each node's image store waits between a ``down`` and the next ``up``."""
-        return self.state_dir / "node-images"
+        """Where each node's image store waits between a ``down`` and the next ``up``
+        (``<state dir>/node-images`` unless given: the cluster keeps it in the cache
+        directory, so a fresh clone does not import the 6.9 GB worker image again)."""
+        return self._image_cache or self.state_dir / "node-images"
 
     def _clear_containers(self, node_dir: Path) -> bool:
         """With containerd still up: stop the kubelet, delete every task and
@@ -674,7 +683,12 @@ class RealNodes:
         for name in ("root", "imported.json"):
             src = node_dir / "containerd" / name
             if src.exists():
-                src.rename(keep / name)
+                try:
+                    src.rename(keep / name)
+                except OSError as e:  # another filesystem (EXDEV): not worth a copy
+                    log.info("not keeping %s's image store in %s: %s", node_dir.name, keep, e)
+                    shutil.rmtree(keep, ignore_errors=True)
+                    return
 
     def _restore_image_store(self, node: RealNode) -> None:
         keep = self.image_cache / node.name
@@ -684,14 +698,18 @@ class RealNodes:
         dst.mkdir(parents=True, exist_ok=True)
         for name in ("root", "imported.json"):
             if (keep / name).exists() and not (dst / name).exists():
-                (keep / name).rename(dst / name)
+                try:
+                    (keep / name).rename(dst / name)
+                except OSError as e:  # another filesystem (EXDEV): import afresh
+                    log.info("not reusing the image store in %s: %s", keep, e)
+                    break
         shutil.rmtree(keep, ignore_errors=True)
 
     def teardown(self) -> list[str]:
         """Remove everything this cluster's real nodes put on the host; return what is left.
 
         Each node's image store (containerd's root without containers) is kept
-        under ``node-images/`` and reused by the next ``up``."""
+        under :attr:`image_cache` and reused by the next ``up``."""
         keep = []
         if self.root.is_dir():
             for node_dir in self.root.iterdir():

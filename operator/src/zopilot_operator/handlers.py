@@ -458,18 +458,19 @@ async def admission_loop(r: Runtime) -> None:
     while True:
         watch.beat()
         wait_s = max(0.0, r.settings.admission_interval_s - (time.monotonic() - last_full))
-        if not r.is_leader:
-            # A candidate tries the Lease again every third of its duration (like
-            # client-go's retry period), not every admission_interval_s: a Lease
-            # left by an instance that stopped must be taken over in about one
-            # lease duration, whatever the interval.
-            wait_s = min(wait_s, r.settings.leader_election_lease_s / 3)
+        # Every third of the Lease's duration at the latest (like client-go's retry
+        # period), whatever admission_interval_s says: a candidate tries the Lease
+        # again, so a Lease left by an instance that stopped is taken over in about
+        # one lease duration; a leader renews it even while idle, so it never lapses
+        # between two rounds (and `helm test` sees it renewed).
+        wait_s = min(wait_s, r.settings.leader_election_lease_s / 3)
         if r.settings.admission_on_events:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(r.wake.wait(), timeout=wait_s)
         else:
             await asyncio.sleep(wait_s)
-        if r.wake.is_set() and r.settings.admission_on_events:
+        woke = r.wake.is_set() and r.settings.admission_on_events
+        if woke:
             await asyncio.sleep(r.settings.admission_debounce_s)  # let the burst gather
         r.wake.clear()
         try:
@@ -494,6 +495,8 @@ async def admission_loop(r: Runtime) -> None:
             full = not was_leader or time.monotonic() - last_full >= r.settings.admission_interval_s
             if full:
                 last_full = time.monotonic()
+            elif not woke:
+                continue  # woken only to renew the Lease: nothing to admit
             await admit_once(r, fresh=full, still_leader=elector.fence)
         except Exception:
             r.metrics.reconcile_errors.labels(handler="admission", kind="unexpected").inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +93,28 @@ def test_gpu_gauges_appear_when_a_device_exists() -> None:
         registry.get_sample_value("zopilot_worker_gpu_memory_reserved_bytes", {"device": "0"})
         == 2 << 30
     )
+
+
+def test_a_scrape_while_torch_is_still_importing_shows_no_gpu_and_does_not_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen in a real container: /metrics scraped while the model loader's thread was
+    importing torch (in sys.modules, no torch.cuda yet) answered 500."""
+    import types
+
+    from prometheus_client import generate_latest
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    registry = CollectorRegistry()
+    registry.register(GPUMemoryCollector())
+    assert b"gpu_memory" not in generate_latest(registry)
+
+    def broken() -> dict[int, tuple[int, int, int, int]]:
+        raise RuntimeError("CUDA driver initialization failed")
+
+    registry = CollectorRegistry()
+    registry.register(GPUMemoryCollector(broken))
+    assert b"gpu_memory" not in generate_latest(registry)
 
 
 def test_request_id_is_echoed_or_made(

@@ -8,6 +8,7 @@ Prometheus conventions: base units, ``_seconds``, ``_bytes``, counters ``_total`
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -16,6 +17,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 PREFIX = "zopilot_worker"
 
@@ -95,7 +98,11 @@ class GPUMemoryCollector(Collector):
         self._probe = probe or _torch_gpu_memory
 
     def collect(self) -> Iterable[Metric]:
-        devices = self._probe()
+        try:
+            devices = self._probe()
+        except Exception:  # a scrape must never fail because of the GPU probe
+            log.debug("GPU memory probe failed", exc_info=True)
+            return []
         if not devices:
             return []
         names = {
@@ -120,7 +127,10 @@ class GPUMemoryCollector(Collector):
 def _torch_gpu_memory() -> dict[int, tuple[int, int, int, int]]:
     # Never import torch just to scrape: if nothing imported it, no model runs here.
     torch: Any = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
+    # While another thread is still importing torch (the model loading), the module
+    # is already in sys.modules, only partly initialised: no torch.cuda yet.
+    cuda = getattr(torch, "cuda", None)
+    if cuda is None or not hasattr(cuda, "is_available") or not cuda.is_available():
         return {}
     result = {}
     for index in range(torch.cuda.device_count()):

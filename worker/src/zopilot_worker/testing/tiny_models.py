@@ -68,6 +68,7 @@ def _build(dest: Path, family: str, fields: dict[str, Any], seed: int) -> Path:
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     marker = dest / _MARKER
     if marker.is_file() and json.loads(marker.read_text()).get("digest") == digest:
+        _readable_by_all(dest)  # one built before this was fixed kept mkdtemp's 0700
         return dest
     if dest.exists() and any(dest.iterdir()) and not marker.is_file():
         raise FileExistsError(f"{dest} is not empty and holds no tiny model; refusing to overwrite")
@@ -80,6 +81,7 @@ def _build(dest: Path, family: str, fields: dict[str, Any], seed: int) -> Path:
         tokenizer.save_pretrained(staging)
         _build_model(family, fields, seed, tokenizer).save_pretrained(staging)
         (staging / _MARKER).write_text(json.dumps({"digest": digest, "recipe": recipe}, indent=1))
+        _readable_by_all(staging)
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
@@ -90,6 +92,15 @@ def _build(dest: Path, family: str, fields: dict[str, Any], seed: int) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+def _readable_by_all(model_dir: Path) -> None:
+    """A worker pod reads the model as another user (10001) than the one who built it;
+    mkdtemp makes the directory 0700 and some writers make files 0600."""
+    model_dir.chmod(0o755)
+    for p in model_dir.iterdir():
+        if p.is_file():
+            p.chmod(0o644)
 
 
 def _build_tokenizer() -> Any:
