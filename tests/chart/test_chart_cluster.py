@@ -11,8 +11,8 @@
 * with the DCGM stand-in naming exporter pods instead of nodes, the operator
   maps them to nodes through the API (the fallback for real dcgm-exporter).
 
-The operator image itself (helm install of the Deployment running) needs real
-nodes and images and is not exercised here.
+The operator running in-cluster from its image (the Deployment, ``helm test``,
+upgrade and rollback with jobs in flight) is test_chart_incluster.py.
 """
 
 from __future__ import annotations

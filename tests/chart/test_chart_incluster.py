@@ -1,64 +1,48 @@
 """The chart installed for real: the operator runs in-cluster from its image.
 
-``helm install`` into a namespace that enforces Pod Security ``restricted``; the
-operator Deployment's pod is a real container of ``localhost/zopilot/operator:dev``
-on a real node, under the chart's ServiceAccount (RBAC enforced by the real API
-server), reaching the API server through the ``kubernetes`` Service and
-Prometheus through the host (``LocalCluster.expose_control_plane``). Its worker
-pods are real containers of the worker image on the real GPU node. What stays
-simulated: the GPU (labels, ``nvidia.com/gpu`` capacity, DCGM numbers).
+``helm install`` (``zopilot_dev.chart``) into a namespace that enforces Pod
+Security ``restricted``; the operator Deployment's pod is a real container of
+``localhost/zopilot/operator:dev`` on the real CPU node, under the chart's
+ServiceAccount (RBAC enforced by the real API server), reaching the API server
+through the ``kubernetes`` Service and Prometheus through the host
+(``LocalCluster.expose_control_plane``). Its worker pods are real containers of
+the worker image on the real GPU node. What stays simulated: the GPU (labels,
+``nvidia.com/gpu`` capacity, DCGM numbers).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from zopilot_dev import images
+from zopilot_dev import chart, images
 from zopilot_dev.builders import DocumentJobBuilder
 from zopilot_dev.cluster import LocalCluster
 from zopilot_dev.procs import wait_for
 from zopilot_dev.realnodes import REAL_NODE_LABEL
 from zopilot_dev.waiting import get_job, wait_job
 
-from .conftest import CHART
-
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 LABELS = ["invoice", "receipt", "contract", "other"]
-REAL_NODE_TOLERATION = {"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}
 
 
 @dataclass
 class Install:
-    c: LocalCluster
-    helm: str
-    ns: str
-    name: str
-    values: Path
-
-    def helm_run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(
-            [self.helm, "--kubeconfig", self.c.state.kubeconfig, *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
-        if check and r.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)}:\n{r.stdout}\n{r.stderr}")
-        return r
+    release: chart.Release
 
     @property
-    def deployment(self) -> str:
-        return f"{self.name}-zopilot-operator"
+    def c(self) -> LocalCluster:
+        return self.release.c
+
+    @property
+    def ns(self) -> str:
+        return self.release.namespace
 
     def operator_pods(self) -> list[dict[str, Any]]:
         out = self.c.kubectl(
@@ -66,12 +50,6 @@ class Install:
             "-l", "app.kubernetes.io/component=operator",
         ).stdout  # fmt: skip
         return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
-
-    def wait_operator_ready(self) -> None:
-        self.c.kubectl(
-            "rollout", "status", f"deployment/{self.deployment}", "-n", self.ns, "--timeout=300s",
-            timeout_s=330,
-        )  # fmt: skip
 
     def submit(self, name: str, documents: int = 1, gpu: str = "9Gi") -> None:
         job = DocumentJobBuilder(name, self.ns)
@@ -88,42 +66,11 @@ class Install:
         return list(json.loads(out)["items"])
 
 
-def install_values(c: LocalCluster) -> dict[str, Any]:
-    """The chart's values for this cluster: the local images, the real nodes' taint,
-    Prometheus as pods reach it, test speeds."""
-    return {
-        "operator": {
-            "image": {"repository": "localhost/zopilot/operator", "tag": "dev",
-                      "pullPolicy": "Never"},
-            "tolerations": [REAL_NODE_TOLERATION],
-            "config": {
-                "prometheusUrl": c.in_cluster_prometheus_url,
-                "workerToleratedTaints": [REAL_NODE_LABEL],
-                "admissionIntervalS": 1.0,
-                "jobResyncS": 1.0,
-                "metricsMaxAgeS": 5.0,
-                "reservationSettleS": 5.0,
-                "leaderElectionLeaseS": 6.0,
-                "retryBackoffBaseS": 1.0,
-                "retryBackoffMaxS": 4.0,
-            },
-        },
-        "worker": {
-            "image": {"repository": "localhost/zopilot/worker", "tag": "dev",
-                      "pullPolicy": "Never"},
-            "modelVolume": {"claimName": "zopilot-models"},
-        },
-    }  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def install(
-    crd: LocalCluster, helm: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Install]:
+def install(crd: LocalCluster) -> Iterator[Install]:
     from zopilot_worker.testing.documents import make_html
     from zopilot_worker.testing.tiny_models import build_tiny_mixtral
 
-    crd.load_images([images.OPERATOR, images.WORKER])
     ns = f"zic-{uuid.uuid4().hex[:6]}"
     crd.kubectl("create", "namespace", ns)
     crd.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
@@ -138,13 +85,9 @@ def install(
     cm = {"apiVersion": "v1", "kind": "ConfigMap",
           "metadata": {"name": "mail", "namespace": ns}, "data": notes}  # fmt: skip
     crd.kubectl("apply", "-f", "-", input=json.dumps(cm))
-    values = tmp_path_factory.mktemp("chart") / "values.yaml"
-    values.write_text(yaml.safe_dump(install_values(crd)))
-    inst = Install(crd, helm, ns, f"z{uuid.uuid4().hex[:5]}", values)
-    inst.helm_run("install", inst.name, str(CHART), "-n", ns, "-f", str(values))
-    inst.wait_operator_ready()
-    yield inst
-    inst.helm_run("uninstall", inst.name, "-n", ns, "--wait", check=False)
+    release = chart.install(crd, f"z{uuid.uuid4().hex[:5]}", ns)
+    yield Install(release)
+    release.uninstall()
     crd.kubectl("delete", "documentjobs", "--all", "-n", ns, "--wait=true", "--timeout=120s")
     assert wait_for(
         lambda: crd.kubectl("get", "pods", "-n", ns, "-o", "name").stdout.strip() == "",
@@ -153,7 +96,7 @@ def install(
     crd.kubectl("delete", "namespace", ns, "--wait=false")
     left = crd.kubectl(
         "get", "clusterrole,clusterrolebinding", "-o", "name", "-l",
-        f"app.kubernetes.io/instance={inst.name}",
+        f"app.kubernetes.io/instance={release.name}",
     ).stdout.strip()  # fmt: skip
     assert not left, f"helm uninstall left {left}"
 
@@ -161,7 +104,7 @@ def install(
 def test_the_operator_runs_in_cluster_as_the_charts_pod(install: Install) -> None:
     (pod,) = install.operator_pods()
     spec, status = pod["spec"], pod["status"]
-    assert spec["serviceAccountName"] == install.deployment
+    assert spec["serviceAccountName"] == install.release.deployment
     node = json.loads(install.c.kubectl("get", "node", spec["nodeName"], "-o", "json").stdout)
     assert node["metadata"]["labels"].get(REAL_NODE_LABEL) == "true"
     (cs,) = status["containerStatuses"]
@@ -170,7 +113,7 @@ def test_the_operator_runs_in_cluster_as_the_charts_pod(install: Install) -> Non
     ctx = spec["containers"][0]["securityContext"]
     assert ctx["readOnlyRootFilesystem"] and ctx["capabilities"]["drop"] == ["ALL"]
     # `helm test`: the hook pod proves the operator is ready and the CRD is served.
-    out = install.helm_run("test", install.name, "-n", install.ns, "--logs").stdout
+    out = install.release.run("test", install.release.name, "-n", install.ns).stdout
     assert "Phase:          Succeeded" in out, out
 
 
@@ -195,25 +138,20 @@ def test_upgrade_and_rollback_with_jobs_in_flight_lose_nothing(
     for n in names:
         install.submit(n, documents=2)
     assert wait_for(
-        lambda: (
-            sum(
-                (get_job(install.c, install.ns, n).get("status") or {}).get("phase")
-                in ("Admitted", "Running")
-                for n in names
-            )
-            >= 1
+        lambda: any(
+            (get_job(install.c, install.ns, n).get("status") or {}).get("phase")
+            in ("Admitted", "Running")
+            for n in names
         ),
         timeout_s=120,
     )
     before = {p["metadata"]["uid"] for p in install.operator_pods()}
-    if change == "upgrade":
-        install.helm_run(
-            "upgrade", install.name, str(CHART), "-n", install.ns, "-f", str(install.values),
-            "--set", "operator.config.pricePerGpuSecondUsd=0.0005",
-        )  # fmt: skip
+    release = install.release
+    if change == "upgrade":  # a new price: the config checksum rolls the operator's pod
+        release.upgrade("--set-json", "worker.pricePerGpuSecondUsd=0.0005")
     else:
-        install.helm_run("rollback", install.name, "-n", install.ns)
-    install.wait_operator_ready()
+        release.run("rollback", release.name, "-n", release.namespace)
+        release.wait_operator_ready()
     assert {p["metadata"]["uid"] for p in install.operator_pods()}.isdisjoint(before)
     for n in names:
         st = wait_job(install.c, install.ns, n, phase="Succeeded", timeout_s=600)

@@ -3,12 +3,14 @@ DocumentJobs over generated invoices, receipts and contracts, live progress,
 and a results table. A second run reuses the cluster, the built binaries and
 the tiny model.
 
-The worker pods are real containers of the worker image
-(``localhost/zopilot/worker:dev``, built with podman on first use and imported
-into the node's containerd), run by a real kubelet on the real GPU node
-``real-gpu-0``. Simulated here (see README): that node's GPU (labels,
-``nvidia.com/gpu`` capacity, DCGM numbers that follow the worker pods) and
-model weights (a tiny random Mixtral built locally). Everything else is real.
+The operator is installed with the Helm chart and runs in-cluster, as a real
+container of ``localhost/zopilot/operator:dev`` on the real CPU node; the
+worker pods are real containers of ``localhost/zopilot/worker:dev``, run by a
+real kubelet on the real GPU node ``real-gpu-0`` (both images built with
+podman on first use and imported into the nodes' containerd). Simulated here
+(see README): that node's GPU (labels, ``nvidia.com/gpu`` capacity, DCGM
+numbers that follow the worker pods) and model weights (a tiny random Mixtral
+built locally). Everything else is real.
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ from typing import Any
 
 import yaml
 
-from . import images
+from . import chart, images
 from .builders import DocumentJobBuilder
 from .cluster import LocalCluster
 from .config import ClusterConfig
-from .operatorproc import OperatorProcess
 from .procs import wait_for
 from .waiting import get_job
 
@@ -173,61 +174,58 @@ def main(argv: list[str] | None = None) -> int:
     )
     if c.kubectl("get", "namespace", NS, check=False).returncode != 0:
         c.kubectl("create", "namespace", NS)
+    c.kubectl(
+        "label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
+    )
     say(
-        f"putting {images.WORKER} on the real GPU node (a first run builds it with podman: "
-        "about 10-25 minutes; later runs reuse it)"
+        "installing the Helm chart (charts/zopilot): the operator runs in-cluster from "
+        f"{images.OPERATOR}; worker pods run {images.WORKER} on the real GPU node (a first "
+        "run builds the images with podman: about 10 minutes; later runs reuse them)"
     )
     t0 = time.monotonic()
-    c.load_images([images.WORKER])
-    say(f"worker image on the node in {time.monotonic() - t0:.1f} s")
-    op = OperatorProcess(
-        c,
-        log_name="operator-demo",
-        real_pods=True,
-        model_pvc_name="zopilot-models",
-        admission_interval_s=1,
+    release = chart.install(c, "zopilot", NS)
+    say(
+        f"helm release {release.name} ready in {time.monotonic() - t0:.1f} s "
+        f"(kubectl -n {NS} logs deploy/{release.deployment})"
     )
-    op.start()
-    say(f"operator started (log: {op.log_path})")
     # Jobs of an earlier run go first (their pods with them).
     c.kubectl(
         "delete", "documentjobs", "--all", "-n", NS, "--wait=true", "--timeout=60s", check=False
     )
     prepare_inputs(c)
-    try:
-        manifests = jobs()
-        t_apply = time.monotonic()
-        c.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
-        names = [m["metadata"]["name"] for m in manifests]
-        say(f"applied {len(names)} DocumentJobs: {', '.join(names)}")
-        last = ""
+    manifests = jobs()
+    t_apply = time.monotonic()
+    c.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
+    names = [m["metadata"]["name"] for m in manifests]
+    say(f"applied {len(names)} DocumentJobs: {', '.join(names)}")
+    last = ""
 
-        def done() -> bool:
-            nonlocal last
-            now = table(c)
-            if now != last:
-                print(f"\n[{time.monotonic() - t_apply:5.1f} s]\n{now}", flush=True)
-                last = now
-            phases = [(get_job(c, NS, n).get("status") or {}).get("phase") for n in names]
-            return all(p in TERMINAL for p in phases)
+    def done() -> bool:
+        nonlocal last
+        now = table(c)
+        if now != last:
+            print(f"\n[{time.monotonic() - t_apply:5.1f} s]\n{now}", flush=True)
+            last = now
+        phases = [(get_job(c, NS, n).get("status") or {}).get("phase") for n in names]
+        return all(p in TERMINAL for p in phases)
 
-        if not wait_for(done, timeout_s=args.timeout, interval_s=1.0):
-            say(f"jobs did not finish within {args.timeout:.0f} s; operator log tail:")
-            print(c.log_tails(20))
-            return 1
-        say(f"all jobs finished {time.monotonic() - t_apply:.1f} s after kubectl apply\n")
-        results(c, names)
-        ok = [get_job(c, NS, n)["status"]["phase"] for n in names[:3]] == ["Succeeded"] * 3
-        expected_fail = get_job(c, NS, "mixtral-int8")["status"].get("reason") == "NeverFits"
-    finally:
-        op.stop()
+    if not wait_for(done, timeout_s=args.timeout, interval_s=1.0):
+        say(f"jobs did not finish within {args.timeout:.0f} s; operator log tail:")
+        logs = c.kubectl("logs", "-n", NS, f"deploy/{release.deployment}", "--tail=40", check=False)
+        print(logs.stdout + logs.stderr)
+        return 1
+    say(f"all jobs finished {time.monotonic() - t_apply:.1f} s after kubectl apply\n")
+    results(c, names)
+    ok = [get_job(c, NS, n)["status"]["phase"] for n in names[:3]] == ["Succeeded"] * 3
+    expected_fail = get_job(c, NS, "mixtral-int8")["status"].get("reason") == "NeverFits"
     say(
         "labels come from a tiny RANDOM Mixtral (no weights can be downloaded here): the "
         "pipeline is real, the predictions are not"
     )
     say(
-        'the cluster stays up for a look (dev/cluster status; eval "$(dev/cluster env)"; '
-        "kubectl describe dj -n zopilot-demo); dev/cluster down stops it"
+        'the cluster and the operator stay up for a look (dev/cluster status; eval "$(dev/cluster '
+        'env)"; kubectl describe dj -n zopilot-demo; helm list -n zopilot-demo); '
+        "dev/cluster down stops it all"
     )
     say(f"demo finished in {time.monotonic() - t_start:.1f} s")
     return 0 if ok and expected_fail else 1
