@@ -84,8 +84,15 @@ class Release:
         return str(Path(self.c.state.bin_dir) / "helm")
 
     @property
+    def fullname(self) -> str:
+        """The chart's ``zopilot.fullname`` (_helpers.tpl): the release name when it
+        already contains the chart's name, else ``<release>-zopilot``."""
+        full = self.name if "zopilot" in self.name else f"{self.name}-zopilot"
+        return full[:63].rstrip("-")
+
+    @property
     def deployment(self) -> str:
-        return f"{self.name}-zopilot-operator"
+        return f"{self.fullname}-operator"[:63].rstrip("-")
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
