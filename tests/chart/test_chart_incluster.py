@@ -18,18 +18,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from zopilot_dev import chart, images
 from zopilot_dev.builders import DocumentJobBuilder
 from zopilot_dev.cluster import LocalCluster
 from zopilot_dev.procs import wait_for
-from zopilot_dev.realnodes import REAL_NODE_LABEL
+from zopilot_dev.realnodes import REAL_NODE_LABEL, REAL_NODE_TOLERATION
 from zopilot_dev.waiting import get_job, wait_job
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 LABELS = ["invoice", "receipt", "contract", "other"]
+TOKEN = "in-cluster-test-token"
+SERVICE_MIB = 2048  # what the opt-in HTTP service plans to hold on its GPU
 
 
 @dataclass
@@ -85,7 +88,25 @@ def install(crd: LocalCluster) -> Iterator[Install]:
     cm = {"apiVersion": "v1", "kind": "ConfigMap",
           "metadata": {"name": "mail", "namespace": ns}, "data": notes}  # fmt: skip
     crd.kubectl("apply", "-f", "-", input=json.dumps(cm))
-    release = chart.install(crd, f"z{uuid.uuid4().hex[:5]}", ns)
+    crd.kubectl(
+        "create", "secret", "generic", "svc-token", "-n", ns, f"--from-literal=token={TOKEN}"
+    )
+    values = chart.local_values(crd, **chart.QUICK)
+    values["worker"]["apiToken"] = {"existingSecret": "svc-token", "key": "token"}
+    values["service"] = {
+        "enabled": True,
+        "gpuMemoryMiB": SERVICE_MIB,
+        "settings": {"CLASSIFY_MODEL": "tiny-mixtral", "QUANTIZATION": "none"},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "1Gi"},
+            "limits": {"nvidia.com/gpu": 1},
+        },
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            REAL_NODE_TOLERATION,
+        ],
+    }
+    release = chart.install(crd, f"z{uuid.uuid4().hex[:5]}", ns, values)
     yield Install(release)
     release.uninstall()
     crd.kubectl("delete", "documentjobs", "--all", "-n", ns, "--wait=true", "--timeout=120s")
@@ -117,9 +138,45 @@ def test_the_operator_runs_in_cluster_as_the_charts_pod(install: Install) -> Non
     assert "Phase:          Succeeded" in out, out
 
 
+def service_url(install: Install) -> str:
+    """The HTTP service once Ready, through its pod IP (the host routes to pods on
+    the real nodes; there is no kube-proxy for the Service's ClusterIP)."""
+    c, sel = install.c, "app.kubernetes.io/component=service"
+    c.kubectl(
+        "wait", "--for=condition=Ready", "pod", "-l", sel, "-n", install.ns, "--timeout=300s",
+        timeout_s=330,
+    )  # fmt: skip
+    (pod,) = json.loads(c.kubectl("get", "pods", "-l", sel, "-n", install.ns, "-o", "json").stdout)[
+        "items"
+    ]
+    assert pod["spec"]["nodeName"] == "real-gpu-0"
+    return f"http://{pod['status']['podIP']}:8080"
+
+
+def test_the_http_service_answers_real_requests(install: Install) -> None:
+    from zopilot_worker.testing.documents import make_html
+
+    url = service_url(install)
+    page = make_html(None, "Receipt", ["Thank you for your purchase", "Total 12.00 EUR"])
+    files = {"file": ("receipt.html", page, "text/html")}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(f"{url}/extract", files=files, timeout=60).status_code == 401
+    r = httpx.post(f"{url}/extract", files=files, headers=auth, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["kind"] == "html" and "Thank you for your purchase" in r.json()["markdown"]
+    r = httpx.post(
+        f"{url}/classify", files=files, data={"labels": LABELS}, headers=auth, timeout=300
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["label"] in LABELS and r.json()["model"] == "tiny-mixtral"
+
+
 def test_a_job_runs_end_to_end_through_the_install(install: Install) -> None:
+    service_url(install)  # the service holds its GPU memory from here on
     install.submit("first", documents=2)
     st = wait_job(install.c, install.ns, "first", phase="Succeeded", timeout_s=300)
+    # Admission counted the service's planned memory on the GPU they share.
+    assert st["admission"]["freeMiB"] <= 24564 - SERVICE_MIB, st["admission"]
     assert st["progress"]["summary"] == "2/2" and sum(st["results"]["byLabel"].values()) == 2
     (pod,) = install.worker_pods("first")
     (cs,) = pod["status"]["containerStatuses"]

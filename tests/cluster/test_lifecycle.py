@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -102,12 +103,17 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
             "kubelet-real-gpu-0",
             "containerd-real-cpu-0",
             "kubelet-real-cpu-0",
+            "hostproxy",
         } <= set(pids)
         again = LocalCluster(cfg).up()  # a second `up` from a new process view
         assert again.pids == pids, "a second up must reuse the running cluster"
-        # Everything binds to loopback.
+        # Everything binds to loopback, but the forwarder that pods on the real nodes
+        # reach the API server and Prometheus through: it binds to the cluster's veth.
         assert again.apiserver_url.startswith("https://127.0.0.1:")
         assert again.prometheus_url.startswith("http://127.0.0.1:")
+        proxy_argv = Path(f"/proc/{pids['hostproxy']}/cmdline").read_bytes().split(b"\0")
+        listen = proxy_argv[proxy_argv.index(b"--listen") + 1].decode()
+        assert listen.startswith("100.64.") and listen.endswith(".1")
         assert _processes_mentioning(cfg.state_dir)
 
         # A running pod on a real node: a shim, a sandbox netns, a bridge, cgroups.
@@ -153,8 +159,11 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
     assert (cfg.state_dir / "last-logs" / "kube-apiserver.log").exists()
     assert (cfg.state_dir / "last-logs" / "kubelet-real-cpu-0.log").exists()
 
-    # The image store was set aside without containers; the next up reuses it.
-    assert (cfg.state_dir / "node-images" / "real-cpu-0" / "root").is_dir()
+    # The image store was set aside without containers (in the cache, outside the
+    # state dir); the next up reuses it.
+    cache = c._real().image_cache
+    assert not str(cache).startswith(str(cfg.state_dir))
+    assert (cache / "real-cpu-0" / "root").is_dir()
     c = LocalCluster(cfg)
     try:
         c.up()
@@ -163,6 +172,9 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
         c.down()
     assert mounts_under(cfg.state_dir) == [] and cgroups_named(f"zopilot-{cid}-") == []
     assert _host_snapshot() == before
+    # This throwaway cluster's cached image stores go too.
+    shutil.rmtree(cache)
+    assert not cache.exists()
 
 
 def _run_sleeper(c: LocalCluster, pod: dict[str, object]) -> None:
