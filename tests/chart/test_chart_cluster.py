@@ -436,8 +436,9 @@ def test_dcgm_series_named_after_exporter_pods_are_joined_through_the_api(
 NO_DATA_EXPECTED = {
     # Errors only: a healthy run has none.
     "overview: Operator errors",
-    # The Worker dashboard reads worker pods' /metrics, which the chart's PodMonitor
-    # scrapes in a cluster with real pods; the local Prometheus scrapes no pods.
+    # The Worker dashboard reads worker pods' /metrics (the chart's PodMonitor); the
+    # stand-in workers here have none. test_chart_incluster.py checks these panels
+    # against the real HTTP service pod.
     "worker: Documents per second",
     "worker: Pages per second",
     "worker: Extraction latency",

@@ -171,6 +171,49 @@ def test_the_http_service_answers_real_requests(install: Install) -> None:
     assert r.json()["label"] in LABELS and r.json()["model"] == "tiny-mixtral"
 
 
+# Worker panels that stay empty after healthy requests to the service: 503s only
+# come from overload, and job documents from job pods (the job runner's gauge).
+WORKER_PANELS_WITHOUT_DATA = {"worker: 503 responses", "worker: Job documents"}
+
+
+def test_the_worker_dashboard_shows_the_live_service(install: Install) -> None:
+    """The Worker dashboard's queries against what the real Prometheus scrapes from the
+    running service pod (the chart's PodMonitor does this where prometheus-operator
+    runs; here the pod is a file_sd target), after real requests."""
+    from .test_chart_cluster import panel_queries
+
+    url = service_url(install)
+    install.c.add_scrape_target("zopilot-service", url.removeprefix("http://"))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    page = make_page()
+    for _ in range(3):
+        r = httpx.post(
+            f"{url}/extract", files={"file": ("p.html", page, "text/html")}, headers=auth,
+            timeout=120,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+    r = httpx.post(
+        f"{url}/classify", files={"file": ("p.html", page, "text/html")},
+        data={"labels": LABELS}, headers=auth, timeout=300,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    worker = {k: v for k, v in panel_queries().items() if k.startswith("worker: ")}
+    empty: set[str] = set()
+
+    def served() -> bool:
+        empty.clear()
+        empty.update(k for k, exprs in worker.items() if not any(install.c.query(e) for e in exprs))
+        return empty <= WORKER_PANELS_WITHOUT_DATA
+
+    assert wait_for(served, timeout_s=90), f"panels without data: {sorted(empty)}"
+
+
+def make_page() -> bytes:
+    from zopilot_worker.testing.documents import make_html
+
+    return make_html(None, "Receipt", ["Thank you for your purchase", "Total 12.00 EUR"])
+
+
 def test_a_job_runs_end_to_end_through_the_install(install: Install) -> None:
     service_url(install)  # the service holds its GPU memory from here on
     install.submit("first", documents=2)
