@@ -18,7 +18,6 @@ upgrade and rollback with jobs in flight) is test_chart_incluster.py.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from zopilot_dev import fakeworker
+from zopilot_dev import chart, fakeworker
 from zopilot_dev.builders import DocumentJobBuilder
 from zopilot_dev.cluster import LocalCluster, tools_bin_dir
 from zopilot_dev.config import REPO_ROOT
@@ -162,16 +161,9 @@ def test_first_job_example_is_a_valid_documentjob(crd: LocalCluster) -> None:
 
 # ------------------------------------------------------------ helm releases
 def helm_cmd(c: LocalCluster, helm: str, *args: str, check: bool = True) -> str:
-    result = subprocess.run(
-        [helm, "--kubeconfig", c.state.kubeconfig, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)}: {result.stdout}\n{result.stderr}")
-    return result.stdout
+    """helm against the local cluster (the cluster's own helm; ``helm`` is the fixture
+    that says how to get one when it is missing)."""
+    return chart.helm(c, *args, check=check).stdout
 
 
 @pytest.fixture
@@ -189,10 +181,7 @@ def release(crd: LocalCluster, helm: str) -> Iterator[tuple[str, str]]:
     helm_cmd(crd, helm, "uninstall", name, "-n", ns, "--wait", check=False)
     crd.kubectl("delete", "documentjobs", "--all", "-n", ns, "--wait=true", "--timeout=60s")
     crd.kubectl("delete", "namespace", ns, "--wait=false")
-    leftovers = crd.kubectl(
-        "get", "clusterrole,clusterrolebinding", "-o", "name", "-l",
-        f"app.kubernetes.io/instance={name}",
-    ).stdout.strip()  # fmt: skip
+    leftovers = chart.cluster_leftovers(crd, name)
     assert not leftovers, f"helm uninstall left {leftovers}"
 
 

@@ -115,10 +115,7 @@ def install(crd: LocalCluster) -> Iterator[Install]:
         timeout_s=120,
     ), crd.kubectl("get", "pods", "-n", ns).stdout
     crd.kubectl("delete", "namespace", ns, "--wait=false")
-    left = crd.kubectl(
-        "get", "clusterrole,clusterrolebinding", "-o", "name", "-l",
-        f"app.kubernetes.io/instance={release.name}",
-    ).stdout.strip()  # fmt: skip
+    left = chart.cluster_leftovers(crd, release.name)
     assert not left, f"helm uninstall left {left}"
 
 

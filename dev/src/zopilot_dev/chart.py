@@ -37,6 +37,29 @@ QUICK: dict[str, Any] = {
 }
 
 
+def helm(c: LocalCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """helm (the one dev/tools.sh built) against the local cluster; ClusterError with
+    its output when it fails and ``check``."""
+    r = subprocess.run(
+        [str(Path(c.state.bin_dir) / "helm"), "--kubeconfig", c.state.kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if check and r.returncode != 0:
+        raise ClusterError(f"helm {' '.join(args)}:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def cluster_leftovers(c: LocalCluster, release: str) -> str:
+    """Cluster-scoped objects of ``release`` still in the API (none after an uninstall)."""
+    return c.kubectl(
+        "get", "clusterrole,clusterrolebinding", "-o", "name", "-l",
+        f"app.kubernetes.io/instance={release}",
+    ).stdout.strip()  # fmt: skip
+
+
 def _image(name: str) -> dict[str, str]:
     repository, tag = name.rsplit(":", 1)
     return {"repository": repository, "tag": tag, "pullPolicy": "Never"}
@@ -80,10 +103,6 @@ class Release:
     values: dict[str, Any]
 
     @property
-    def helm(self) -> str:
-        return str(Path(self.c.state.bin_dir) / "helm")
-
-    @property
     def fullname(self) -> str:
         """The chart's ``zopilot.fullname`` (_helpers.tpl): the release name when it
         already contains the chart's name, else ``<release>-zopilot``."""
@@ -95,16 +114,7 @@ class Release:
         return f"{self.fullname}-operator"[:63].rstrip("-")
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(
-            [self.helm, "--kubeconfig", self.c.state.kubeconfig, *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
-        if check and r.returncode != 0:
-            raise ClusterError(f"helm {' '.join(args)}:\n{r.stdout}\n{r.stderr}")
-        return r
+        return helm(self.c, *args, check=check)
 
     def upgrade(self, *extra: str) -> None:
         """``helm upgrade --install`` with :attr:`values` (and ``extra`` arguments),
