@@ -20,7 +20,7 @@ import yaml
 
 from . import images
 from .cluster import ClusterError, LocalCluster
-from .config import REPO_ROOT
+from .config import REAL_NODE_WORKER_CPU, REAL_NODE_WORKER_MEMORY, REPO_ROOT
 from .realnodes import REAL_NODE_LABEL, REAL_NODE_TOLERATION
 
 CHART = REPO_ROOT / "charts" / "zopilot"
@@ -78,11 +78,8 @@ def local_values(c: LocalCluster, **config: Any) -> dict[str, Any]:
             "config": {
                 "prometheusUrl": c.in_cluster_prometheus_url,
                 "workerToleratedTaints": [REAL_NODE_LABEL],
-                # The real nodes have this machine's 2 cores and 24 GiB: small requests,
-                # so two tiny workers run side by side (the defaults, 2 CPUs and 16 GiB,
-                # are sized for Mixtral).
-                "workerCpuRequest": "250m",
-                "workerMemoryRequest": "2Gi",
+                "workerCpuRequest": REAL_NODE_WORKER_CPU,
+                "workerMemoryRequest": REAL_NODE_WORKER_MEMORY,
                 **config,
             },
         },

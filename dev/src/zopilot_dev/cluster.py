@@ -343,6 +343,8 @@ class LocalCluster:
         if self.healthy():
             if podrunner and "podrunner" not in self.state.pids:
                 self.start_component("podrunner")
+            if self.state.real_nodes and "hostproxy" not in self.state.pids:
+                self.expose_control_plane()  # a cluster started before it existed
             log.info("cluster %s already up", self.config.name)
             return self.state
         if self._state is not None:

@@ -43,6 +43,11 @@ def default_real_nodes() -> int:
 
 # The UID the project's images run as (operator podbuilder.WORKER_UID, the Dockerfiles).
 POD_UID = 10001
+# Worker pod requests on the real nodes, which have this machine's cores and memory
+# (2 and 24 GiB here): the operator's defaults (2 CPUs, 16 GiB, sized for Mixtral)
+# would fit one tiny worker per node; these let two run side by side.
+REAL_NODE_WORKER_CPU = "250m"
+REAL_NODE_WORKER_MEMORY = "2Gi"
 
 
 def default_cache_dir() -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import images, nodes, procs, realnodes
 from .cluster import LocalCluster
+from .config import REAL_NODE_WORKER_CPU, REAL_NODE_WORKER_MEMORY
 
 
 class OperatorProcess:
@@ -39,11 +40,8 @@ class OperatorProcess:
                 "worker_image": images.WORKER,
                 "worker_image_pull_policy": "Never",
                 "worker_tolerated_taints": [realnodes.REAL_NODE_LABEL],
-                # Real nodes have this machine's cores and memory (2 and 24 GiB here):
-                # the defaults (2 CPUs, 16 GiB, sized for Mixtral) would fit one tiny
-                # worker per node; these let two run side by side.
-                "worker_cpu_request": "250m",
-                "worker_memory_request": "2Gi",
+                "worker_cpu_request": REAL_NODE_WORKER_CPU,
+                "worker_memory_request": REAL_NODE_WORKER_MEMORY,
             }
             if real_pods
             else {
