@@ -151,10 +151,8 @@ def service_url(install: Install) -> str:
 
 
 def test_the_http_service_answers_real_requests(install: Install) -> None:
-    from zopilot_worker.testing.documents import make_html
-
     url = service_url(install)
-    page = make_html(None, "Receipt", ["Thank you for your purchase", "Total 12.00 EUR"])
+    page = make_page()
     files = {"file": ("receipt.html", page, "text/html")}
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert httpx.post(f"{url}/extract", files=files, timeout=60).status_code == 401
