@@ -48,7 +48,7 @@ ensure_packages() {
   [[ -e /usr/share/containers/storage.conf ]] || missing+=(containers-storage)
   ((${#missing[@]})) || return 0
   log "installing Debian packages: ${missing[*]}"
-  apt-get update -qq
+  apt-get update -qq -o DPkg::Lock::Timeout=600
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 }

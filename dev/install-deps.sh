@@ -24,9 +24,9 @@ command -v nsenter >/dev/null && command -v findmnt >/dev/null || apt_pkgs+=(uti
 if ((${#apt_pkgs[@]})); then
   log "installing Debian packages: ${apt_pkgs[*]}"
   sudo_=""; [[ $(id -u) == 0 ]] || sudo_="sudo"
-  $sudo_ apt-get update -qq
+  $sudo_ apt-get update -qq -o DPkg::Lock::Timeout=600
   mapfile -t apt_pkgs < <(printf '%s\n' "${apt_pkgs[@]}" | sort -u)
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${apt_pkgs[@]}" >/dev/null
 fi
 
 if ! command -v uv >/dev/null || [[ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]]; then

@@ -13,9 +13,12 @@ the worker image on the real GPU node. What stays simulated: the GPU (labels,
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -91,12 +94,24 @@ def install(crd: LocalCluster) -> Iterator[Install]:
     crd.kubectl(
         "create", "secret", "generic", "svc-token", "-n", ns, f"--from-literal=token={TOKEN}"
     )
-    values = chart.local_values(crd, **chart.QUICK)
+    # Job pods may fetch plain http from the host (GatedServer): the on-prem fetch
+    # policy, set through the chart's workerEnv.
+    fetch_policy = {
+        "ZOPILOT_WORKER_FETCH_ALLOW_HTTP": "true",
+        "ZOPILOT_WORKER_FETCH_PRIVATE_HOSTS": json.dumps([crd.host_ip]),
+    }
+    values = chart.local_values(crd, **chart.QUICK, workerEnv=fetch_policy)
     values["worker"]["apiToken"] = {"existingSecret": "svc-token", "key": "token"}
     values["service"] = {
         "enabled": True,
         "gpuMemoryMiB": SERVICE_MIB,
-        "settings": {"CLASSIFY_MODEL": "tiny-mixtral", "QUANTIZATION": "none"},
+        # No classification queue: a second concurrent /classify is answered 503 at
+        # once, so the test can overload the service for real.
+        "settings": {
+            "CLASSIFY_MODEL": "tiny-mixtral",
+            "QUANTIZATION": "none",
+            "CLASSIFY_QUEUE_SIZE": 0,
+        },
         "resources": {
             "requests": {"cpu": "100m", "memory": "1Gi"},
             "limits": {"nvidia.com/gpu": 1},
@@ -166,19 +181,74 @@ def test_the_http_service_answers_real_requests(install: Install) -> None:
     assert r.json()["label"] in LABELS and r.json()["model"] == "tiny-mixtral"
 
 
-# Worker panels that stay empty after healthy requests to the service: 503s only
-# come from overload, and job documents from job pods (the job runner's gauge).
-WORKER_PANELS_WITHOUT_DATA = {"worker: 503 responses", "worker: Job documents"}
+class GatedServer:
+    """An HTTP server on the host's address as the real nodes' pods reach it: GET
+    ``/<name>`` answers ``page`` once ``open`` is set (a job pod's fetch waits there,
+    so the job stays Running as long as the test needs)."""
+
+    def __init__(self, host: str, page: bytes) -> None:
+        self.open = threading.Event()
+        self.requests: list[str] = []
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                gate.requests.append(self.path)
+                gate.open.wait(timeout=120)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://{host}:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> GatedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.open.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(10)
+        assert not self._thread.is_alive()
 
 
-def test_the_worker_dashboard_shows_the_live_service(install: Install) -> None:
-    """The Worker dashboard's queries against what the real Prometheus scrapes from the
-    running service pod (the chart's PodMonitor does this where prometheus-operator
-    runs; here the pod is a file_sd target), after real requests."""
+def overload(url: str, auth: dict[str, str], page: bytes) -> list[int]:
+    """Four /classify requests at once against one slot and no queue: statuses."""
+    files = {"file": ("p.html", page, "text/html")}
+
+    def one(_: int) -> int:
+        r = httpx.post(
+            f"{url}/classify", files=files, data={"labels": LABELS}, headers=auth, timeout=300
+        )
+        if r.status_code == 503 and r.json()["error"]["code"] == "overloaded":
+            assert int(r.headers["Retry-After"]) > 0
+        return r.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, range(4)))
+
+
+def test_the_worker_dashboard_shows_the_live_service_and_a_running_job(
+    install: Install,
+) -> None:
+    """Every Worker dashboard query against what the real Prometheus scrapes from the
+    running service pod and from a running job's pod (the chart's PodMonitor does this
+    where prometheus-operator runs; here each pod is a file_sd target): after real
+    requests, an overload answered 503, and a job held Running by a gated fetch."""
     from .test_chart_cluster import panel_queries
 
+    c = install.c
     url = service_url(install)
-    install.c.add_scrape_target("zopilot-service", url.removeprefix("http://"))
+    c.add_scrape_target("zopilot-service", url.removeprefix("http://"))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     page = make_page()
     for _ in range(3):
@@ -187,20 +257,42 @@ def test_the_worker_dashboard_shows_the_live_service(install: Install) -> None:
             timeout=120,
         )  # fmt: skip
         assert r.status_code == 200, r.text
-    r = httpx.post(
-        f"{url}/classify", files={"file": ("p.html", page, "text/html")},
-        data={"labels": LABELS}, headers=auth, timeout=300,
-    )  # fmt: skip
-    assert r.status_code == 200, r.text
-    worker = {k: v for k, v in panel_queries().items() if k.startswith("worker: ")}
-    empty: set[str] = set()
+    # Overload: one request holds the only classification slot, the rest get 503.
+    statuses: list[int] = []
 
-    def served() -> bool:
-        empty.clear()
-        empty.update(k for k, exprs in worker.items() if not any(install.c.query(e) for e in exprs))
-        return empty <= WORKER_PANELS_WITHOUT_DATA
+    def rejected() -> bool:
+        statuses.extend(overload(url, auth, page))
+        return 503 in statuses
 
-    assert wait_for(served, timeout_s=90), f"panels without data: {sorted(empty)}"
+    assert wait_for(rejected, timeout_s=300), statuses
+    assert 200 in statuses and set(statuses) <= {200, 503}, statuses
+
+    with GatedServer(c.host_ip, page) as gated:
+        job = (
+            DocumentJobBuilder("watched", install.ns)
+            .config_map("mail", "note-0.html")
+            .url(f"{gated.url}/slow.html")
+            .classify(LABELS, model="tiny-mixtral", quantization="none")
+            .gpu_memory("9Gi")
+        )
+        c.kubectl("apply", "-f", "-", input=yaml.safe_dump(job.obj()))
+        assert wait_for(lambda: bool(gated.requests), timeout_s=300), "the job never fetched"
+        (pod,) = install.worker_pods("watched")
+        (port,) = [p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]]
+        c.add_scrape_target("zopilot-job", f"{pod['status']['podIP']}:{port}")
+        worker = {k: v for k, v in panel_queries().items() if k.startswith("worker: ")}
+        empty: set[str] = set()
+
+        def served() -> bool:
+            empty.clear()
+            empty.update(k for k, exprs in worker.items() if not any(c.query(e) for e in exprs))
+            return not empty
+
+        assert wait_for(served, timeout_s=90), f"panels without data: {sorted(empty)}"
+        gated.open.set()
+        st = wait_job(c, install.ns, "watched", phase="Succeeded", timeout_s=300)
+    assert st["progress"]["summary"] == "2/2", st
+    assert gated.requests == ["/slow.html"]
 
 
 def make_page() -> bytes:

@@ -160,6 +160,7 @@ async def test_an_idle_leader_renews_its_lease_without_admitting(
     settings = OperatorSettings(admission_interval_s=3600, leader_election_lease_s=0.15)
     async with httpx.AsyncClient() as http:
         r = Runtime(settings, None, ApiClient(), http, registry, OperatorMetrics(registry))  # type: ignore[arg-type]
+        r.jobs_synced.set()  # what the job watch does after its first LIST
         task = asyncio.create_task(handlers.admission_loop(r))
         try:
             await wait_async(lambda: CountingElector.renewals >= 4)

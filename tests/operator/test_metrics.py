@@ -47,3 +47,20 @@ def test_names_and_round_observation() -> None:
 def test_two_instances_do_not_collide_on_separate_registries() -> None:
     OperatorMetrics(CollectorRegistry())
     OperatorMetrics(CollectorRegistry())
+
+
+def test_prometheus_error_reasons_exist_at_zero_before_any_error() -> None:
+    """A healthy operator shows 0 errors per reason (dashboards, rate() alerts), not
+    an absent series; and every reason the query path raises is one of them."""
+    from zopilot_operator.errors import MetricsUnavailable
+    from zopilot_operator.metrics import PROMETHEUS_ERROR_REASONS
+
+    registry = CollectorRegistry()
+    OperatorMetrics(registry)
+    for reason in PROMETHEUS_ERROR_REASONS:
+        value = registry.get_sample_value(
+            "zopilot_operator_prometheus_query_errors_total", {"reason": reason}
+        )
+        assert value == 0.0, reason
+    assert MetricsUnavailable("x").reason in PROMETHEUS_ERROR_REASONS
+    assert Reason.NO_MATCHING_GPU in PROMETHEUS_ERROR_REASONS

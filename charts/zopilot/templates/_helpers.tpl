@@ -126,10 +126,10 @@ worker.namespaces, without duplicates.
 
 {{/*
 What the operator does in a namespace where jobs run (operator/src):
-- pods: kube.py create_pod/get_pod/delete_pod; kopf's worker pod watch (handlers.py) lists and watches;
+- pods: kube.py create_pod/get_pod/delete_pod; the worker pod watch (handlers.py) lists and watches;
 - configmaps: the per-job spec ConfigMap (create, read back, delete; listed and watched with the jobs);
 - events: kube.py emit_event (core/v1 Events; kopf's own posting is off);
-- documentjobs: kube.py get_job/list_jobs, kopf's watch, and kopf's patches of its progress annotations;
+- documentjobs: kube.py get_job, and the job watch (handlers.py, kube.py list_jobs_in/watch_jobs);
 - documentjobs/status: kube.py patch_job_status;
 - documentjobs/finalizers: the worker pod's ownerReference sets blockOwnerDeletion, which needs it.
 */}}
@@ -145,7 +145,7 @@ What the operator does in a namespace where jobs run (operator/src):
   verbs: [create]
 - apiGroups: [zopilot.dev]
   resources: [documentjobs]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch]
 - apiGroups: [zopilot.dev]
   resources: [documentjobs/status]
   verbs: [patch]

@@ -304,9 +304,15 @@ class LocalCluster:
             subprocess.run([*ns, "-A", *rule], check=True, capture_output=True)
 
     @property
+    def host_ip(self) -> str:
+        """The host's address as pods on the real nodes reach it (the host end of the
+        real nodes' veth): a server the host runs on it is reachable from those pods."""
+        return self._net().host_ip
+
+    @property
     def in_cluster_prometheus_url(self) -> str:
         """Prometheus as pods on the real nodes reach it (through the host forwarder)."""
-        return f"http://{self._net().host_ip}:{self.state.prometheus_url.rsplit(':', 1)[1]}"
+        return f"http://{self.host_ip}:{self.state.prometheus_url.rsplit(':', 1)[1]}"
 
     def set_node_gpus(self, name: str, count: int) -> None:
         """Patch ``nvidia.com/gpu`` capacity and allocatable onto a real node's status

@@ -12,12 +12,15 @@
   it, retry or fail): ``lifecycle.on_attempt`` — on job events, on worker pod
   events and in a resync loop (watches can miss events; live progress).
 
-What the handlers read comes from watch caches where they can: jobs from
-kopf's events (plus the objects our own writes return), worker pods from our
-own watch with a server-side label selector (kopf's ``labels=`` filters on
-the client after listing every pod in the cluster). A fresh LIST refills the
-job cache on every interval round and whenever this instance becomes the
-leader. With ``watch_namespaces`` everything is limited to those namespaces.
+What the handlers read comes from watch caches where they can: jobs from our
+own DocumentJob watch (plus the objects our own writes return), worker pods
+from our own watch with a server-side label selector (kopf's ``labels=``
+filters on the client after listing every pod in the cluster). kopf runs the
+process (start-up, clean-up, the liveness probe) but watches nothing itself:
+its per-object workers cost more than the decisions at 1,000 jobs. A fresh
+LIST refills the job cache on every interval round and whenever this instance
+becomes the leader. With ``watch_namespaces`` everything is limited to those
+namespaces.
 
 No handler needs a finalizer, so none is put on jobs: a job can be deleted
 even while no operator runs, and its pod goes with it (owner reference).
@@ -35,12 +38,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
-from zopilot_common.spec import GROUP, PLURAL, VERSION
 
 from zopilot_operator import progress
 from zopilot_operator import status as st
@@ -62,7 +64,7 @@ from zopilot_operator.jobs import (
     queue_and_claims,
     resync_action,
 )
-from zopilot_operator.kube import build_event, to_kopf_error
+from zopilot_operator.kube import build_event
 from zopilot_operator.leader import LeaseElector
 from zopilot_operator.lifecycle import (
     Event,
@@ -104,15 +106,12 @@ def rt() -> Runtime:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _rt
-    # Progress and diff-base in our own annotations; no finalizers: the worker
-    # pod is owned by the job, so the garbage collector deletes it with the job,
-    # and the job's reservation lives in its status and goes with it.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="zopilot.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="zopilot.dev", key="last-handled-configuration"
-    )
+    # kopf serves no resource here (the job and pod watches are ours), so it need
+    # not scan CRDs or namespaces (nor be allowed to); no finalizers either: the
+    # worker pod is owned by the job, so the garbage collector deletes it with the
+    # job, and the job's reservation lives in its status and goes with it.
+    settings.scanning.disabled = True
     settings.posting.enabled = False  # we post our own, readable events
-    settings.watching.server_timeout = 120
     config = OperatorSettings()
     _rt = Runtime.create(config)
     if config.metrics_port:
@@ -133,7 +132,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _tasks.update((admission, resync))
     _tasks.add(loop.create_task(event_poster(_rt), name="zopilot-events"))
     watched: list[str | None] = list(config.watch_namespaces) or [None]
+    _rt.job_watches = len(watched)
     for namespace in watched:
+        _tasks.add(loop.create_task(job_watch_loop(_rt, namespace), name="zopilot-job-watch"))
         _tasks.add(loop.create_task(pod_watch_loop(_rt, namespace), name="zopilot-pod-watch"))
     log.info("zopilot operator started as %s (prometheus %s)", _rt.identity, config.prometheus_url)
 
@@ -239,35 +240,125 @@ def wakes_admission(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
     return before in ACTIVE_PHASES and after not in ACTIVE_PHASES
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def job_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
-    r = rt()
-    key = job_key(body)
-    if event.get("type") == "DELETED":
-        log.info("%s deleted; its pod goes with it (owner reference)", key)
+# -------------------------------------------------------------- job watch
+async def job_watch_loop(r: Runtime, namespace: str | None) -> None:
+    """Keep ``r.jobs`` in step with the DocumentJobs (all namespaces when None) and
+    react to each change (:func:`job_changed`). LIST then WATCH from the list's
+    version, like the pod watch; a 410 (version expired) lists again, and jobs
+    that vanished meanwhile count as deleted.
+
+    Our own watch, not kopf's ``on.event``: kopf runs a worker task with its own
+    diff and per-object memory for every job, which at 1,000 jobs cost more CPU
+    and memory than the admission decisions themselves (bench/RESULTS.md, Scale)."""
+    loop = asyncio.get_running_loop()
+    # A thread of its own: a watch blocks its thread for minutes at a time.
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zopilot-job-watch")
+    synced = False
+
+    def on_event(kind: str, job: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(job_changed, r, kind, job)
+
+    while True:
+        try:
+            listing = time.monotonic()
+            jobs, version = await r.kube.list_jobs_in(namespace)
+            listed = {job_key(j) for j in jobs}
+            for key in [k for k in r.jobs if namespace in (None, k.split("/", 1)[0])]:
+                if key not in listed:  # deleted while no watch ran
+                    job_changed(r, "DELETED", r.jobs[key])
+            for job in jobs:
+                job_changed(r, "ADDED", job)
+            r.jobs_listed_at = listing
+            if not synced:
+                synced = True
+                r.job_watches_synced += 1
+                if r.job_watches_synced >= r.job_watches:
+                    r.jobs_synced.set()
+            resumed: str | None = version
+            while resumed is not None:
+                resumed = await loop.run_in_executor(
+                    executor, r.kube.watch_jobs, namespace, resumed, on_event
+                )
+        except asyncio.CancelledError:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        except Exception as e:  # the watch must outlive any error
+            r.metrics.reconcile_errors.labels(handler="job_watch", kind=type(e).__name__).inc()
+            log.warning("DocumentJob watch (%s): %s", namespace or "all namespaces", e)
+            await asyncio.sleep(1.0)
+
+
+def job_changed(r: Runtime, kind: str, job: dict[str, Any]) -> None:
+    """One job event (on the event loop, from the watch's callback): update the cache,
+    wake admission when the change may let a job in, and start what the job needs
+    now, in a task: planning by a non-leader, following an active attempt."""
+    key = job_key(job)
+    if kind == "DELETED":
         old = r.jobs.get(key)
+        if old is not None:
+            log.info("%s deleted; its pod goes with it (owner reference)", key)
         r.forget(key)
         if wakes_admission(old, None):
             r.wake.set()
         return
-    job = dict(body)
+    if not r.watches(str(job["metadata"]["namespace"])):
+        return
     old = r.remember_job(job)
     job = r.jobs[key]
     if wakes_admission(old, job):
         r.wake.set()
     phase = job_phase(job)
     if phase is None:
-        await r.leader_known.wait()  # who plans it depends on who leads
+        if not (r.leader_known.is_set() and r.is_leader):  # the leader plans in its round
+            _spawn(_plan_unless_leader(r, job))
+    elif phase in ACTIVE_PHASES:
+        follow_soon(r, job["metadata"]["namespace"], job["metadata"]["name"])
+
+
+def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _plan_unless_leader(r: Runtime, job: dict[str, Any]) -> None:
+    """The leader plans new jobs within its admission round; the others plan them
+    here, so a job is planned while no leader runs too."""
+    await r.leader_known.wait()  # who plans it depends on who leads
+    if r.is_leader:
+        return
     try:
-        if phase is None and not r.is_leader:
-            # The leader plans new jobs within its admission round; the others
-            # plan them here, so a job is planned while no leader runs too.
-            await plan_job(job)
-        elif phase in ACTIVE_PHASES:
-            await follow_attempt(job["metadata"]["namespace"], job["metadata"]["name"])
+        await plan_job(job)
+    except ConflictError:
+        pass  # changed meanwhile: its next event (or the resync) comes back to it
     except OperatorError as e:
         r.metrics.reconcile_errors.labels(handler="job_event", kind=type(e).__name__).inc()
-        raise to_kopf_error(e) from e
+        log.warning("%s: planning failed (the resync tries again): %s", job_key(job), e)
+
+
+def follow_soon(r: Runtime, namespace: str, name: str) -> None:
+    """Follow the job's attempt in a task, unless one is already waiting to: that one
+    reads the job and pod caches when it starts, so it sees this change too."""
+    key = f"{namespace}/{name}"
+    if key in r.follow_pending:
+        return
+    r.follow_pending.add(key)
+    _spawn(_follow(r, namespace, name))
+
+
+async def _follow(r: Runtime, namespace: str, name: str) -> None:
+    key = f"{namespace}/{name}"
+    try:
+        await r.writes_idle.wait()  # admission's writes go first (follow_attempt)
+        r.follow_pending.discard(key)  # from here on, a new change needs a new task
+        await follow_attempt(namespace, name)
+    except ConflictError:
+        pass  # the job changed meanwhile; its own event reconciles it
+    except OperatorError as e:
+        r.metrics.reconcile_errors.labels(handler="follow", kind=type(e).__name__).inc()
+        log.warning("%s: following its attempt failed: %s", key, e)
+    finally:
+        r.follow_pending.discard(key)
 
 
 async def plan_job(job: dict[str, Any]) -> None:
@@ -427,21 +518,7 @@ def worker_pod_event(r: Runtime, kind: str, pod: dict[str, Any]) -> None:
     job_name = (metadata.get("labels") or {}).get("zopilot.dev/job")
     if not job_name or not r.watches(str(metadata.get("namespace"))):
         return
-    task = asyncio.get_running_loop().create_task(
-        _follow_for_pod(r, str(metadata["namespace"]), str(job_name))
-    )
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-
-
-async def _follow_for_pod(r: Runtime, namespace: str, job_name: str) -> None:
-    try:
-        await follow_attempt(namespace, job_name)
-    except ConflictError:
-        pass  # the job changed meanwhile; its own event reconciles it
-    except OperatorError as e:
-        r.metrics.reconcile_errors.labels(handler="pod_event", kind=type(e).__name__).inc()
-        log.warning("%s/%s: following its pod failed: %s", namespace, job_name, e)
+    follow_soon(r, str(metadata["namespace"]), str(job_name))
 
 
 # --------------------------------------------------------------- admission
@@ -490,14 +567,19 @@ async def admission_loop(r: Runtime) -> None:
                     r.metrics.clear_leader_gauges()
                 last_full = time.monotonic()
                 continue
-            # A fresh LIST on every interval round and on taking over; the
+            if not r.jobs_synced.is_set():
+                continue  # the job watch's first LIST wakes us when it is in
+            # A fresh LIST on every interval round and on taking over, unless the
+            # job watch listed within half an interval (it just started); the
             # watch cache (and our own writes) in between.
             full = not was_leader or time.monotonic() - last_full >= r.settings.admission_interval_s
             if full:
                 last_full = time.monotonic()
             elif not woke:
                 continue  # woken only to renew the Lease: nothing to admit
-            await admit_once(r, fresh=full, still_leader=elector.fence)
+            listed_s = time.monotonic() - r.jobs_listed_at
+            fresh = full and listed_s >= r.settings.admission_interval_s / 2
+            await admit_once(r, fresh=fresh, still_leader=elector.fence)
         except Exception:
             r.metrics.reconcile_errors.labels(handler="admission", kind="unexpected").inc()
             log.exception("admission round failed")
@@ -517,6 +599,7 @@ async def admit_once(
     started = time.monotonic()
     if fresh:
         r.remember_jobs(await r.kube.list_jobs())
+        r.jobs_listed_at = started
     jobs = [j for j in r.jobs.values() if r.watches(j["metadata"]["namespace"])]
     r.metrics.set_phase_counts(phase_counts(jobs))
     queue, claims = queue_and_claims(jobs)

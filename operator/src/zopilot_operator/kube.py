@@ -398,23 +398,27 @@ class Kube:
 
     async def list_jobs(self) -> list[dict[str, Any]]:
         """Every DocumentJob in ``namespaces`` (all namespaces when empty), paged."""
-        if not self.namespaces:
-            items, _ = await self._list(
-                "list documentjobs", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
-            )
-            return items
         jobs: list[dict[str, Any]] = []
-        for namespace in self.namespaces:
-            items, _ = await self._list(
-                f"list documentjobs in {namespace}",
-                self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-            )
+        for namespace in self.namespaces or (None,):
+            items, _ = await self.list_jobs_in(namespace)
             jobs.extend(items)
         return jobs
+
+    async def list_jobs_in(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
+        """DocumentJobs in one namespace (all when None), paged, and the list's
+        resourceVersion (where a watch of them continues)."""
+        if namespace is None:
+            return await self._list(
+                "list documentjobs", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+            )
+        return await self._list(
+            f"list documentjobs in {namespace}",
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+        )
 
     async def list_worker_pods(
         self, selector: str, namespace: str | None
@@ -450,8 +454,32 @@ class Kube:
         from when the server ends the watch, None when that version has expired
         (410 Gone: list again)."""
         path = "/api/v1/pods" if namespace is None else f"/api/v1/namespaces/{_seg(namespace)}/pods"
+        query = {"labelSelector": selector}
+        return self._watch("watch pods", path, query, resource_version, on_event, timeout_s)
+
+    def watch_jobs(
+        self,
+        namespace: str | None,
+        resource_version: str,
+        on_event: Callable[[str, dict[str, Any]], None],
+        timeout_s: int = 300,
+    ) -> str | None:
+        """Blocking: watch DocumentJobs in one namespace (all when None) from
+        ``resource_version``, like :meth:`watch_pods`."""
+        path = CustomObjects._path(GROUP, VERSION, PLURAL, namespace)
+        return self._watch("watch documentjobs", path, {}, resource_version, on_event, timeout_s)
+
+    def _watch(
+        self,
+        what: str,
+        path: str,
+        query: Mapping[str, Any],
+        resource_version: str,
+        on_event: Callable[[str, dict[str, Any]], None],
+        timeout_s: int,
+    ) -> str | None:
         query = {
-            "labelSelector": selector,
+            **query,
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": timeout_s,
@@ -462,7 +490,7 @@ class Kube:
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         return None
-                    raise RetriableError(f"watch pods: {obj.get('message', obj)}")
+                    raise RetriableError(f"{what}: {obj.get('message', obj)}")
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if version:
                     resource_version = str(version)
@@ -471,9 +499,9 @@ class Kube:
         except ApiException as exc:
             if exc.status == 410:
                 return None
-            raise translate(exc, "watch pods") from exc
+            raise translate(exc, what) from exc
         except (TransportError, OSError) as exc:
-            raise translate(exc, "watch pods") from exc
+            raise translate(exc, what) from exc
         return resource_version
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:

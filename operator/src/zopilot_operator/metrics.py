@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from zopilot_operator.admission import AdmissionRound, QueueItem
 from zopilot_operator.gpus import GpuSample
+from zopilot_operator.reasons import Reason
 from zopilot_operator.reservations import Claim, visible_in
 from zopilot_operator.settings import OperatorSettings
 
@@ -34,6 +35,8 @@ GPU_SECONDS = f"{PREFIX}_gpu_seconds"
 COST = f"{PREFIX}_cost_usd"
 QUEUED_SMALLEST = f"{PREFIX}_queued_smallest_required_bytes"
 MIB = 1024 * 1024
+# What MetricsUnavailable.reason can be (prometheus.query_gpu_memory).
+PROMETHEUS_ERROR_REASONS = (Reason.METRICS_UNAVAILABLE, Reason.NO_MATCHING_GPU)
 
 # Queue waits range from a second (empty cluster) to hours (a full one).
 WAIT_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -70,6 +73,10 @@ class OperatorMetrics:
             ["reason"],
             registry=registry,
         )
+        # Every reason exists from the start at 0, so "no errors" reads as a flat 0 on
+        # the Overview dashboard and in rate() alerts, not as "no data".
+        for reason in PROMETHEUS_ERROR_REASONS:
+            self.prometheus_query_errors.labels(reason=reason)
         self.reconcile_errors = Counter(
             RECONCILE_ERRORS,
             "Handler runs that ended in an error, by handler and error kind.",

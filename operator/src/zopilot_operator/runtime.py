@@ -86,14 +86,22 @@ class Runtime:
     registry: CollectorRegistry
     metrics: OperatorMetrics
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    # Watch caches: DocumentJobs (kopf's events and our own writes' responses)
-    # and worker pods (our label-selected watch), by "namespace/name".
+    # Watch caches: DocumentJobs (our watch and our own writes' responses) and
+    # worker pods (our label-selected watch), by "namespace/name".
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Set by events that may let a job in (a job queued, a GPU released).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     is_leader: bool = False
     leader_known: asyncio.Event = field(default_factory=asyncio.Event)  # after the first try
+    # The job watches (one per watched namespace, or one for all): set once every
+    # one has its first LIST in ``jobs``; when ``jobs`` was last filled by a LIST.
+    jobs_synced: asyncio.Event = field(default_factory=asyncio.Event)
+    job_watches: int = 1
+    job_watches_synced: int = 0
+    jobs_listed_at: float = float("-inf")
+    # Jobs with a follow_attempt task waiting to start (handlers.follow_soon).
+    follow_pending: set[str] = field(default_factory=set)
     writes_idle: asyncio.Event = field(default_factory=_set_event)  # no round is writing
     # core/v1 Events waiting to be posted (handlers.event_poster).
     events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)

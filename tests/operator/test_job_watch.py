@@ -1,0 +1,203 @@
+"""The operator's own DocumentJob watch (handlers.job_watch_loop / job_changed), which
+replaced kopf's per-object event handler (issue 9: kopf's workers cost more CPU and
+memory than the decisions at 1,000 jobs)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes.client import ApiClient
+from prometheus_client import CollectorRegistry
+from zopilot_operator import handlers
+from zopilot_operator.metrics import OperatorMetrics
+from zopilot_operator.runtime import Runtime
+from zopilot_operator.settings import OperatorSettings
+
+
+def job(name: str, phase: str | None, version: int, ns: str = "ns") -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "metadata": {
+            "namespace": ns,
+            "name": name,
+            "uid": f"uid-{name}",
+            "resourceVersion": str(version),
+        },
+        "spec": {},
+    }
+    if phase is not None:
+        out["status"] = {"phase": phase}
+    return out
+
+
+async def until(condition: Callable[[], bool], rounds: int = 500) -> None:
+    for _ in range(rounds):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[str]]]:
+    """What job_changed started: planning (non-leaders) and follows, by job key."""
+    seen: dict[str, list[str]] = {"plan": [], "follow": []}
+    release = asyncio.Event()
+
+    async def plan_job(j: dict[str, Any]) -> None:
+        seen["plan"].append(f"{j['metadata']['namespace']}/{j['metadata']['name']}")
+
+    async def follow_attempt(namespace: str, name: str) -> None:
+        await release.wait()
+        seen["follow"].append(f"{namespace}/{name}")
+
+    monkeypatch.setattr(handlers, "plan_job", plan_job)
+    monkeypatch.setattr(handlers, "follow_attempt", follow_attempt)
+    seen["release"] = release  # type: ignore[assignment]
+    yield seen
+
+
+@pytest.fixture
+async def runtime() -> Any:
+    registry = CollectorRegistry()
+    async with httpx.AsyncClient() as http:
+        yield Runtime(
+            OperatorSettings(),
+            None,
+            ApiClient(),
+            http,
+            registry,
+            OperatorMetrics(registry),  # type: ignore[arg-type]
+        )
+
+
+async def test_a_new_job_wakes_admission_and_only_a_non_leader_plans_it(
+    runtime: Runtime, calls: dict[str, Any]
+) -> None:
+    r = runtime
+    r.is_leader = True
+    r.leader_known.set()
+    handlers.job_changed(r, "ADDED", job("a", None, 1))
+    assert r.wake.is_set() and "ns/a" in r.jobs
+    await asyncio.sleep(0)
+    assert not handlers._tasks and calls["plan"] == []  # the leader plans in its round
+    r.is_leader = False
+    handlers.job_changed(r, "MODIFIED", job("b", None, 2))
+    await until(lambda: calls["plan"] == ["ns/b"])
+
+
+async def test_a_job_event_before_the_lease_is_known_waits_for_it(
+    runtime: Runtime, calls: dict[str, Any]
+) -> None:
+    r = runtime
+    handlers.job_changed(r, "ADDED", job("a", None, 1))
+    await asyncio.sleep(0.05)
+    assert calls["plan"] == []
+    r.is_leader = False
+    r.leader_known.set()
+    await until(lambda: calls["plan"] == ["ns/a"])
+
+
+async def test_a_burst_of_events_for_one_active_job_starts_one_follow(
+    runtime: Runtime, calls: dict[str, Any]
+) -> None:
+    """Events that arrive while a follow waits to start are covered by it (it reads
+    the caches when it starts); one after it started gets a follow of its own."""
+    r = runtime
+    r.writes_idle.clear()  # an admission round is writing: follows wait
+    for version in range(1, 6):
+        handlers.job_changed(r, "MODIFIED", job("a", "Running", version))
+    await asyncio.sleep(0.05)
+    assert r.follow_pending == {"ns/a"} and len(handlers._tasks) == 1
+    assert r.jobs["ns/a"]["metadata"]["resourceVersion"] == "5"
+    r.writes_idle.set()
+    await until(lambda: not r.follow_pending)
+    handlers.job_changed(r, "MODIFIED", job("a", "Running", 6))  # while the first runs
+    calls["release"].set()
+    await until(lambda: calls["follow"] == ["ns/a", "ns/a"])
+    await until(lambda: not handlers._tasks)
+    assert not r.follow_pending
+
+
+async def test_queued_and_finished_jobs_start_nothing_and_an_old_copy_is_ignored(
+    runtime: Runtime, calls: dict[str, Any]
+) -> None:
+    r = runtime
+    r.is_leader = True
+    r.leader_known.set()
+    handlers.job_changed(r, "ADDED", job("q", "Queued", 7))
+    handlers.job_changed(r, "ADDED", job("done", "Succeeded", 8))
+    handlers.job_changed(r, "MODIFIED", job("q", None, 3))  # older than the cache
+    await asyncio.sleep(0.01)
+    assert not handlers._tasks
+    assert r.jobs["ns/q"]["status"]["phase"] == "Queued"
+
+
+async def test_deleting_a_running_job_frees_its_gpu_and_forgets_it(runtime: Runtime) -> None:
+    r = runtime
+    r.is_leader = True
+    r.leader_known.set()
+    r.jobs["ns/a"] = job("a", "Running", 4)
+    r.lock("ns/a")
+    handlers.job_changed(r, "DELETED", job("a", "Running", 5))
+    assert r.wake.is_set()
+    assert "ns/a" not in r.jobs and "ns/a" not in r._locks
+
+
+class ScriptedKube:
+    """LIST and WATCH of DocumentJobs as the API server answers them: the first list
+    has a and b; the watch sends a change of a, then its version expires (410); the
+    second list has only a (b was deleted while no watch ran)."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+        self.watch_started = threading.Event()
+        self.stop = threading.Event()
+
+    async def list_jobs_in(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
+        self.lists += 1
+        if self.lists == 1:
+            return [job("a", "Queued", 1), job("b", "Running", 2)], "2"
+        return [job("a", "Queued", 3)], "9"
+
+    def watch_jobs(
+        self,
+        namespace: str | None,
+        resource_version: str,
+        on_event: Callable[[str, dict[str, Any]], None],
+    ) -> str | None:
+        self.watch_started.set()
+        if resource_version == "2":
+            on_event("MODIFIED", job("a", "Queued", 3))
+            return None  # 410 Gone: list again
+        self.stop.wait(5)
+        time.sleep(0.01)
+        return resource_version
+
+
+async def test_the_watch_lists_watches_and_relists_after_410(
+    runtime: Runtime, calls: dict[str, Any]
+) -> None:
+    r = runtime
+    r.is_leader = True
+    r.leader_known.set()
+    kube = ScriptedKube()
+    r.kube = kube  # type: ignore[assignment]
+    task = asyncio.create_task(handlers.job_watch_loop(r, None))
+    try:
+        await until(lambda: kube.lists == 2)
+        await until(lambda: "ns/b" not in r.jobs)
+        assert r.jobs_synced.is_set()
+        assert r.jobs["ns/a"]["metadata"]["resourceVersion"] == "3"
+        assert r.jobs_listed_at > float("-inf")
+    finally:
+        kube.stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    calls["release"].set()
+    await until(lambda: not handlers._tasks)
