@@ -19,16 +19,12 @@ deps:
 doctor: deps
 	$(PY) -m zopilot_worker.doctor
 
-# pytest exits 5 when it collected no tests: that must fail, never pass silently.
-# The images are built first (dev/images.sh save: build what changed, export OCI
-# archives): tests/images runs them, and the e2e test runs the worker image on the
-# local cluster's real GPU node.
-test: deps doctor
-	.venv/bin/ruff check .
-	.venv/bin/mypy
-	dev/images.sh save
-	@$(PY) -m pytest; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+# dev/test.sh: install (dev/install-deps.sh), doctor, ruff, mypy, with the images
+# built beside them (dev/images.sh save: build what changed, export OCI archives:
+# tests/images runs them, and the e2e and chart tests run them on the local
+# cluster's real nodes); then pytest, whose exit 5 (no tests) fails the run.
+test:
+	dev/test.sh
 
 test-fast: deps
 	$(PY) -m pytest -m "not cluster and not slow"

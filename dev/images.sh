@@ -48,9 +48,7 @@ ensure_packages() {
   [[ -e /usr/share/containers/storage.conf ]] || missing+=(containers-storage)
   ((${#missing[@]})) || return 0
   log "installing Debian packages: ${missing[*]}"
-  apt-get update -qq -o DPkg::Lock::Timeout=600
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
+  bash "$here/apt-install.sh" "${missing[@]}"
 }
 
 # Podman's config, all under $state: no file in /etc is read for storage or registries.

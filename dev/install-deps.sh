@@ -23,10 +23,7 @@ command -v ip >/dev/null || apt_pkgs+=(iproute2)
 command -v nsenter >/dev/null && command -v findmnt >/dev/null || apt_pkgs+=(util-linux mount)
 if ((${#apt_pkgs[@]})); then
   log "installing Debian packages: ${apt_pkgs[*]}"
-  sudo_=""; [[ $(id -u) == 0 ]] || sudo_="sudo"
-  $sudo_ apt-get update -qq -o DPkg::Lock::Timeout=600
-  mapfile -t apt_pkgs < <(printf '%s\n' "${apt_pkgs[@]}" | sort -u)
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${apt_pkgs[@]}" >/dev/null
+  bash dev/apt-install.sh "${apt_pkgs[@]}"
 fi
 
 if ! command -v uv >/dev/null || [[ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]]; then
@@ -34,7 +31,10 @@ if ! command -v uv >/dev/null || [[ "$(uv --version | awk '{print $2}')" != "$UV
   python3 -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
 log "syncing the Python workspace (uv.lock, frozen)"
-uv sync --all-packages --frozen --quiet
+# Bytecode compiled once here, as the images do (UV_COMPILE_BYTECODE): with
+# PYTHONDONTWRITEBYTECODE set (CI shells often set it) every process would
+# otherwise compile torch, kopf and the rest from source at each start.
+uv sync --all-packages --frozen --quiet --compile-bytecode
 
 log "building/reusing the control-plane binaries"
 bash dev/tools.sh >/dev/null
