@@ -201,3 +201,28 @@ async def test_the_watch_lists_watches_and_relists_after_410(
         await asyncio.gather(task, return_exceptions=True)
     calls["release"].set()
     await until(lambda: not handlers._tasks)
+
+
+class CountingNodes:
+    """Kube.list_nodes that takes a while and counts its calls."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        self.lists += 1
+        await asyncio.sleep(0.05)
+        return [{"metadata": {"name": f"n{self.lists}"}}]
+
+
+async def test_jobs_followed_at_once_share_one_node_list(runtime: Runtime) -> None:
+    """Hundreds of follows start together after a round of admissions; they wait for
+    one LIST of the nodes instead of each listing them (which took most of the
+    operator's CPU in the scale benchmark)."""
+    r = runtime
+    kube = CountingNodes()
+    r.kube = kube  # type: ignore[assignment]
+    answers = await asyncio.gather(*(r.nodes() for _ in range(200)))
+    assert kube.lists == 1 and all(a == answers[0] for a in answers)
+    assert await r.nodes() == answers[0] and kube.lists == 1  # cached
+    assert (await r.nodes(fresh=True))[0]["metadata"]["name"] == "n2"

@@ -108,3 +108,45 @@ async def test_a_leader_stops_before_anyone_may_take_over(
     clock.now += 1  # the fence renews (half the lease has passed) and finds it taken
     assert not await me.fence()
     assert not me.holds()
+
+
+async def test_concurrent_fences_share_one_renewal_and_keep_the_lease(
+    cluster: LocalCluster, ns: str, api: ApiClient
+) -> None:
+    """A round's 16 concurrent writes reach the fence together once half the lease is
+    gone: one renewal, not 16 racing on the same resourceVersion (which conflicted
+    with each other and ended the leadership mid-round)."""
+    import asyncio
+
+    clock = Clock()
+    me = LeaseElector(api, ns, LEASE, "me", 15.0, clock=clock)
+    assert await me.ensure()
+    renewals = 0
+    replace = me.api.replace_namespaced_lease
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal renewals
+        renewals += 1
+        return replace(*args, **kwargs)
+
+    me.api.replace_namespaced_lease = counting  # type: ignore[method-assign]
+    clock.now += 8
+    assert all(await asyncio.gather(*(me.fence() for _ in range(16))))
+    assert renewals == 1 and me.is_leader and me.holds()
+
+
+async def test_a_released_lease_is_taken_over_at_once(
+    cluster: LocalCluster, ns: str, api: ApiClient
+) -> None:
+    clock = Clock()
+    me = LeaseElector(api, ns, LEASE, "me", 15.0, clock=clock)
+    successor = LeaseElector(api, ns, LEASE, "next", 15.0, clock=clock)
+    assert await me.ensure()
+    assert not await successor.ensure()  # held: a successor would wait a lease
+    assert await me.release()
+    assert not me.holds() and not await me.fence()
+    assert holder(cluster, ns) == ""
+    assert await successor.ensure()  # no wait: the holder is cleared
+    assert holder(cluster, ns) == "next"
+    assert not await me.release()  # not ours any more
+    assert not await me.ensure()  # released for good: shutting down

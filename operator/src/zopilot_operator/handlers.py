@@ -142,6 +142,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     if _rt is not None:
+        if _rt.elector is not None:
+            # The next instance (a rolling update) admits at once, not a lease later.
+            await _rt.elector.release()
+        # Our loops and follows end here, before asyncio shuts the API threads down.
+        tasks = list(_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await _rt.http.aclose()
 
 
@@ -530,6 +538,7 @@ async def admission_loop(r: Runtime) -> None:
         r.identity,
         r.settings.leader_election_lease_s,
     )
+    r.elector = elector
     last_full = renewed = float("-inf")
     watch = r.loop_watch("admission", r.settings.admission_interval_s)
     while True:

@@ -304,13 +304,18 @@ class Kube:
         self.namespaces = tuple(namespaces)
 
     async def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn`` in a worker thread, its JSON answer decoded there too: a LIST of
+        many objects decoded on the event loop would stall every other task."""
         kwargs.update(_preload_content=False, _request_timeout=self.timeout_s)
+
+        def call() -> Any:
+            data = fn(*args, **kwargs).data
+            return json.loads(data) if data else {}
+
         try:
-            response = await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.to_thread(call)
         except (ApiException, TransportError, OSError) as exc:
             raise translate(exc, what) from exc
-        data = response.data
-        return json.loads(data) if data else {}
 
     async def _list(
         self, what: str, fn: Callable[..., Any], *args: Any, **query: Any

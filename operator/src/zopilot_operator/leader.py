@@ -19,7 +19,13 @@ another machine's ``renewTime`` with our own clock (clocks differ):
   not renew in time (the API away, a stalled process) stops writing admissions
   before anyone else may start. The admission loop awaits :meth:`fence` before
   every write: it renews once half the lease has passed, and says stop when the
-  Lease could not be kept, so a round that outlasts the lease aborts.
+  Lease could not be kept, so a round that outlasts the lease aborts. Renewals
+  are one at a time: the round's concurrent writes all reach the fence at
+  once, and parallel renewals of the same resourceVersion would conflict with
+  each other (409) and end the leadership they were meant to keep.
+* **Release.** On a clean shutdown the leader gives the Lease up (holder
+  cleared, like client-go's ``ReleaseOnCancel``), so a successor (a rolling
+  update, ``helm upgrade``) takes over at once instead of after a lease.
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ class LeaseElector:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self._valid_until: float | None = None
+        self._renewing = asyncio.Lock()
+        self._released = False  # after release(): never acquire again (shutting down)
 
     def holds(self) -> bool:
         """True while this instance may act as leader (see the module doc: fencing)."""
@@ -145,17 +153,70 @@ class LeaseElector:
             raise
         return self._won(started, body)
 
+    def _renewal_due(self) -> bool:
+        return (
+            self._valid_until is not None
+            and self._valid_until - self.clock() < self.lease_duration_s / 2
+        )
+
     async def fence(self) -> bool:
         """Before each leader-only write: renew once half the lease has passed, and
-        say whether this instance still :meth:`holds` it."""
+        say whether this instance still :meth:`holds` it. Concurrent callers share
+        one renewal."""
         if self._valid_until is None:
             return False
-        if self._valid_until - self.clock() < self.lease_duration_s / 2:
-            await self.ensure()
+        if self._renewal_due():
+            async with self._renewing:
+                if self._renewal_due():  # not renewed by the caller we waited for
+                    await self._ensure()
         return self.holds()
 
     async def ensure(self) -> bool:
         """Acquire or renew; True while this instance is the leader and :meth:`holds`."""
+        async with self._renewing:
+            return await self._ensure()
+
+    async def release(self) -> bool:
+        """Give the Lease up if this instance holds it (a clean shutdown): the holder
+        is cleared, so another candidate may take it at once. True if released."""
+        async with self._renewing:
+            self._released = True
+            if not self.holds():
+                return False
+            self._valid_until = None
+            self.is_leader = False
+            try:
+                released = await asyncio.to_thread(self._release)
+            except Exception as e:  # the others take over after a lease anyway
+                log.warning("lease %s/%s: not released: %s", self.namespace, self.name, e)
+                return False
+            if released:
+                log.info("admission leadership released (%s)", self.identity)
+            return released
+
+    def _release(self) -> bool:
+        lease = self._call(self.api.read_namespaced_lease, self.name, self.namespace)
+        spec = lease.get("spec") or {}
+        if spec.get("holderIdentity") != self.identity:
+            return False
+        now = utcnow()
+        body = self._body(now, now, int(spec.get("leaseTransitions") or 0))
+        # client-go's release: no holder, a one-second lease, renewed now.
+        body["spec"]["holderIdentity"] = ""
+        body["spec"]["leaseDurationSeconds"] = 1
+        body["spec"]["acquireTime"] = spec.get("acquireTime")
+        body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
+        try:
+            self._call(self.api.replace_namespaced_lease, self.name, self.namespace, body)
+        except ApiException as e:
+            if e.status == 409:  # changed meanwhile: no longer ours to release
+                return False
+            raise
+        return True
+
+    async def _ensure(self) -> bool:
+        if self._released:
+            return False
         try:
             renewed = await asyncio.to_thread(self._try)
         except Exception as e:  # the API being away is not a reason to crash

@@ -22,6 +22,7 @@ from zopilot_operator.errors import OperatorError
 from zopilot_operator.gpus import GpuSample, NodeInfo, largest_gpu_mib, node_info
 from zopilot_operator.jobs import job_key
 from zopilot_operator.kube import Kube
+from zopilot_operator.leader import LeaseElector
 from zopilot_operator.loops import LoopWatch
 from zopilot_operator.metrics import OperatorMetrics
 from zopilot_operator.prometheus import join_nodes
@@ -93,6 +94,7 @@ class Runtime:
     # Set by events that may let a job in (a job queued, a GPU released).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     is_leader: bool = False
+    elector: LeaseElector | None = None  # the admission Lease (handlers.admission_loop)
     leader_known: asyncio.Event = field(default_factory=asyncio.Event)  # after the first try
     # The job watches (one per watched namespace, or one for all): set once every
     # one has its first LIST in ``jobs``; when ``jobs`` was last filled by a LIST.
@@ -106,7 +108,8 @@ class Runtime:
     # core/v1 Events waiting to be posted (handlers.event_poster).
     events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
-    _nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+    _nodes: tuple[float, list[dict[str, Any]]] = (float("-inf"), [])
+    _nodes_listing: asyncio.Future[list[dict[str, Any]]] | None = None
     # Liveness of the background loops (handlers.loops_probe), by loop name.
     loops: dict[str, LoopWatch] = field(default_factory=dict)
     _exporter_pods: tuple[float, dict[str, str]] = (0.0, {})
@@ -169,10 +172,24 @@ class Runtime:
             self.pods[key] = dict(pod)
 
     async def nodes(self, fresh: bool = False) -> list[dict[str, Any]]:
+        """The nodes, from a cache at most ``NODE_CACHE_S`` old (``fresh``: listed now).
+
+        One LIST at a time: callers that find the cache old while a LIST is under
+        way wait for that one. Without this, every job followed at once (hundreds
+        after a round of admissions) listed all nodes itself, and the node LISTs
+        took most of the operator's CPU."""
         at, nodes = self._nodes
-        if fresh or time.monotonic() - at > NODE_CACHE_S:
-            nodes = await self.kube.list_nodes()
-            self._nodes = (time.monotonic(), nodes)
+        if not fresh and time.monotonic() - at <= NODE_CACHE_S:
+            return nodes
+        if self._nodes_listing is None or self._nodes_listing.done():
+            self._nodes_listing = asyncio.ensure_future(self._list_nodes())
+        # Shielded: a caller cancelled while waiting does not cancel the others' LIST.
+        return await asyncio.shield(self._nodes_listing)
+
+    async def _list_nodes(self) -> list[dict[str, Any]]:
+        started = time.monotonic()
+        nodes = await self.kube.list_nodes()
+        self._nodes = (started, nodes)
         return nodes
 
     async def node_infos(self) -> list[NodeInfo]:
