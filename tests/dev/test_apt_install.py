@@ -45,7 +45,7 @@ def test_concurrent_installs_take_turns(tmp_path: Path) -> None:
         )
         for pkg in ("podman", "prometheus")
     ]
-    results = [run.communicate() + (run.returncode,) for run in runs]
+    results = [(*run.communicate(), run.returncode) for run in runs]
     assert all(rc == 0 for _, _, rc in results), results
     calls = (tmp_path / "calls").read_text().splitlines()
     # Each caller: one update, one install of its own packages (sorted, unique).

@@ -226,3 +226,26 @@ async def test_jobs_followed_at_once_share_one_node_list(runtime: Runtime) -> No
     assert kube.lists == 1 and all(a == answers[0] for a in answers)
     assert await r.nodes() == answers[0] and kube.lists == 1  # cached
     assert (await r.nodes(fresh=True))[0]["metadata"]["name"] == "n2"
+
+
+async def test_events_during_shutdown_start_nothing(
+    runtime: Runtime, calls: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch threads go on delivering events while the operator stops; a follow
+    started then failed on the closed thread pool ("Executor shutdown has been
+    called", 65 tracebacks at the end of a scale run). Cleanup cancels what runs and
+    starts nothing new."""
+    r = runtime
+    monkeypatch.setattr(handlers, "_rt", r)
+    monkeypatch.setattr(handlers, "_stopping", False)
+    r.leader_known.set()
+    r.is_leader = True
+    handlers.job_changed(r, "ADDED", job("running", "Running", 1))
+    assert len(handlers._tasks) == 1  # a follow, waiting for `release`
+    await handlers.cleanup()
+    assert not handlers._tasks
+    handlers.job_changed(r, "MODIFIED", job("running", "Running", 2))
+    handlers.job_changed(r, "ADDED", job("admitted", "Admitted", 3))
+    assert not handlers._tasks
+    calls["release"].set()
+    assert calls["follow"] == []

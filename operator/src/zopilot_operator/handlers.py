@@ -94,6 +94,9 @@ _CRASH_AFTER_POD_CREATE = "ZOPILOT_OPERATOR_TEST_CRASH_AFTER_POD_CREATE"
 
 _rt: Runtime | None = None
 _tasks: set[asyncio.Task[Any]] = set()  # strong references to our background tasks
+# Set by cleanup: the watch threads may still deliver events while the operator
+# stops, and a follow started then would only fail on the closed thread pool.
+_stopping = False
 
 
 def rt() -> Runtime:
@@ -105,7 +108,8 @@ def rt() -> Runtime:
 # ---------------------------------------------------------------- startup
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _rt
+    global _rt, _stopping
+    _stopping = False
     # kopf serves no resource here (the job and pod watches are ours), so it need
     # not scan CRDs or namespaces (nor be allowed to); no finalizers either: the
     # worker pod is owned by the job, so the garbage collector deletes it with the
@@ -141,15 +145,19 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    if _rt is not None:
-        if _rt.elector is not None:
-            # The next instance (a rolling update) admits at once, not a lease later.
-            await _rt.elector.release()
-        # Our loops and follows end here, before asyncio shuts the API threads down.
+    global _stopping
+    _stopping = True  # no new follow or planning task from here on
+    if _rt is not None and _rt.elector is not None:
+        # The next instance (a rolling update) admits at once, not a lease later.
+        await _rt.elector.release()
+    # Our loops and follows end here, before asyncio shuts the API threads down.
+    while _tasks:
         tasks = list(_tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        _tasks.difference_update(tasks)
+    if _rt is not None:
         await _rt.http.aclose()
 
 
@@ -324,6 +332,9 @@ def job_changed(r: Runtime, kind: str, job: dict[str, Any]) -> None:
 
 
 def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+    if _stopping:
+        coroutine.close()  # never started: nothing to clean up
+        return
     task = asyncio.get_running_loop().create_task(coroutine)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
