@@ -76,7 +76,10 @@ async def test_lists_are_paged_and_namespaced() -> None:
         ]
     )
     kube = Kube(api, namespaces=["team-a", "team-b"])
-    assert await kube.list_jobs() == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert await kube.list_jobs() == (
+        [{"n": 1}, {"n": 2}, {"n": 3}],
+        {"team-a": "7", "team-b": ""},
+    )
     urls = [c[1] for c in api.calls]
     base = "https://k8s.test/apis/zopilot.dev/v1alpha1/namespaces"
     assert urls == [

@@ -249,3 +249,68 @@ async def test_events_during_shutdown_start_nothing(
     assert not handlers._tasks
     calls["release"].set()
     assert calls["follow"] == []
+
+
+class ListingJobs:
+    """Kube.list_jobs whose LIST is answered only when the test says so, at a given
+    snapshot version; the watch's events arrive in between."""
+
+    def __init__(self, items: list[dict[str, Any]], version: str) -> None:
+        self.items, self.version = items, version
+        self.answer = asyncio.Event()
+
+    async def list_jobs(self) -> tuple[list[dict[str, Any]], dict[str | None, str]]:
+        await self.answer.wait()
+        return self.items, {None: self.version}
+
+
+async def test_a_relist_keeps_what_the_watch_saw_after_its_snapshot(
+    runtime: Runtime, calls: dict[str, Any]
+) -> None:
+    """The admission round's periodic LIST replaced the cache: jobs created while it
+    was under way (their ADDED events already handled) vanished from the cache, and
+    waited a whole admission interval (p99 10 s in the scale benchmark's live
+    scenario). Jobs deleted meanwhile must not come back either."""
+    r = runtime
+    r.leader_known.set()
+    r.is_leader = True
+    for name, version in (("old", 3), ("deleted-before", 4), ("deleted-during", 5)):
+        handlers.job_changed(r, "ADDED", job(name, "Queued", version))
+    handlers.job_changed(r, "DELETED", job("deleted-before", "Queued", 6))
+    # The LIST's snapshot is version 10: it has "old" (changed at 8, the cache has 3),
+    # and "deleted-during"; not what the watch delivers next.
+    listing = ListingJobs(
+        [job("old", "Queued", 8), job("deleted-during", "Queued", 5)], version="10"
+    )
+    r.kube = listing  # type: ignore[assignment]
+    relist = asyncio.ensure_future(r.relist_jobs())
+    await asyncio.sleep(0)
+    handlers.job_changed(r, "ADDED", job("new", None, 11))
+    handlers.job_changed(r, "MODIFIED", job("old", "Admitted", 12))
+    handlers.job_changed(r, "DELETED", job("deleted-during", "Queued", 13))
+    listing.answer.set()
+    await relist
+    assert {k: v["metadata"]["resourceVersion"] for k, v in r.jobs.items()} == {
+        "ns/old": "12",  # the watch's copy, newer than the LIST's
+        "ns/new": "11",  # created after the snapshot
+    }
+    assert r.deleted is None  # tombstones live only while a LIST is under way
+    # A later LIST that has "new" but not "old" (deleted before its snapshot) wins.
+    listing.items, listing.version = [job("new", "Queued", 14)], "20"
+    await r.relist_jobs()
+    assert {k: v["metadata"]["resourceVersion"] for k, v in r.jobs.items()} == {"ns/new": "14"}
+    calls["release"].set()
+    await until(lambda: not handlers._tasks)
+
+
+def test_a_relist_in_namespaced_mode_compares_each_namespace_with_its_own_list(
+    runtime: Runtime,
+) -> None:
+    r = runtime
+    r.jobs = {
+        "a/made-late": job("made-late", None, 15, ns="a"),
+        "b/stale": job("stale", "Queued", 15, ns="b"),
+    }
+    # Namespace a was listed at 10 (made-late came after); b at 20 (stale is gone).
+    r.remember_jobs([], {"a": "10", "b": "20"})
+    assert list(r.jobs) == ["a/made-late"]

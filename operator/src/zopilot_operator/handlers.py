@@ -313,7 +313,7 @@ def job_changed(r: Runtime, kind: str, job: dict[str, Any]) -> None:
         old = r.jobs.get(key)
         if old is not None:
             log.info("%s deleted; its pod goes with it (owner reference)", key)
-        r.forget(key)
+        r.forget(key, job)
         if wakes_admission(old, None):
             r.wake.set()
         return
@@ -618,7 +618,7 @@ async def admit_once(
     once this instance cannot be sure it still holds the Lease, the round aborts."""
     started = time.monotonic()
     if fresh:
-        r.remember_jobs(await r.kube.list_jobs())
+        await r.relist_jobs()
         r.jobs_listed_at = started
     jobs = [j for j in r.jobs.values() if r.watches(j["metadata"]["namespace"])]
     r.metrics.set_phase_counts(phase_counts(jobs))

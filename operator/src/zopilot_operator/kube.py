@@ -401,13 +401,15 @@ class Kube:
         items, _ = await self._list("list nodes", self.core.list_node)
         return items
 
-    async def list_jobs(self) -> list[dict[str, Any]]:
-        """Every DocumentJob in ``namespaces`` (all namespaces when empty), paged."""
+    async def list_jobs(self) -> tuple[list[dict[str, Any]], dict[str | None, str]]:
+        """Every DocumentJob in ``namespaces`` (all namespaces when empty), paged; and
+        each LIST's resourceVersion, by namespace (None: the all-namespaces LIST)."""
         jobs: list[dict[str, Any]] = []
+        versions: dict[str | None, str] = {}
         for namespace in self.namespaces or (None,):
-            items, _ = await self.list_jobs_in(namespace)
+            items, versions[namespace] = await self.list_jobs_in(namespace)
             jobs.extend(items)
-        return jobs
+        return jobs, versions
 
     async def list_jobs_in(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
         """DocumentJobs in one namespace (all when None), paged, and the list's

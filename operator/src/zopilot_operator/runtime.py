@@ -90,6 +90,10 @@ class Runtime:
     # Watch caches: DocumentJobs (our watch and our own writes' responses) and
     # worker pods (our label-selected watch), by "namespace/name".
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # While relist_jobs' LIST is under way: the jobs the watch saw deleted meanwhile,
+    # with the deletion's resourceVersion (a LIST older than that must not bring
+    # them back). None when no LIST is under way.
+    deleted: dict[str, int] | None = None
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Set by events that may let a job in (a job queued, a GPU released).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,10 +142,23 @@ class Runtime:
             self.loops[name] = LoopWatch(name, interval_s)
         return self.loops[name]
 
-    def forget(self, key: str) -> None:
-        """Drop a deleted job's lock and cache entry (the maps would otherwise grow)."""
+    def forget(self, key: str, deleted: Mapping[str, Any] | None = None) -> None:
+        """Drop a deleted job's lock and cache entry (the maps would otherwise grow).
+        ``deleted``: the job as its DELETED event gave it (its version is kept for
+        :meth:`remember_jobs`)."""
         self._locks.pop(key, None)
         self.jobs.pop(key, None)
+        version = _version(deleted) if deleted is not None else None
+        if version is not None and self.deleted is not None:
+            self.deleted[key] = version
+
+    async def relist_jobs(self) -> None:
+        """LIST the jobs and merge them into the cache (:meth:`remember_jobs`)."""
+        self.deleted = {}
+        try:
+            self.remember_jobs(*await self.kube.list_jobs())
+        finally:
+            self.deleted = None
 
     def watches(self, namespace: str) -> bool:
         """Whether jobs in ``namespace`` are this operator's (``watch_namespaces``)."""
@@ -155,13 +172,37 @@ class Runtime:
             self.jobs[key] = dict(job)
         return old
 
-    def remember_jobs(self, jobs: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the job cache with a fresh LIST (keeping copies newer than it)."""
+    def remember_jobs(
+        self, jobs: Iterable[Mapping[str, Any]], versions: Mapping[str | None, str]
+    ) -> None:
+        """Replace the job cache with a fresh LIST, merged with what the watch and our
+        own writes delivered after the LIST's snapshot: ``versions`` gives each LIST's
+        resourceVersion by namespace (None: one LIST of all namespaces).
+
+        The watch runs on while the LIST is under way, so the cache may hold jobs
+        created after the snapshot (kept: without that, jobs created during a LIST
+        waited a whole admission interval), copies newer than the LIST's (kept), and
+        lack jobs deleted after it (not brought back)."""
+
+        def snapshot(key: str) -> int | None:
+            raw = versions[None] if None in versions else versions.get(key.split("/", 1)[0])
+            try:
+                return int(raw) if raw is not None else None
+            except ValueError:
+                return None
+
         fresh: dict[str, dict[str, Any]] = {}
         for job in jobs:
             key = job_key(job)
+            gone, at = (self.deleted or {}).get(key), snapshot(key)
+            if gone is not None and (at is None or gone > at):
+                continue  # deleted after the snapshot
             old = self.jobs.get(key)
             fresh[key] = old if old is not None and is_older(job, old) else dict(job)
+        for key, old in self.jobs.items():
+            at, version = snapshot(key), _version(old)
+            if key not in fresh and at is not None and version is not None and version > at:
+                fresh[key] = old  # created (or changed) after the snapshot
         self.jobs = fresh
 
     def remember_pod(self, kind: str, pod: Mapping[str, Any]) -> None:
