@@ -314,3 +314,20 @@ def test_a_relist_in_namespaced_mode_compares_each_namespace_with_its_own_list(
     # Namespace a was listed at 10 (made-late came after); b at 20 (stale is gone).
     r.remember_jobs([], {"a": "10", "b": "20"})
     assert list(r.jobs) == ["a/made-late"]
+
+
+async def test_the_resync_plans_phaseless_jobs_only_where_admission_does_not(
+    runtime: Runtime, calls: dict[str, Any]
+) -> None:
+    """The leader plans new jobs in its admission round; its resync planning them too
+    wrote them first, so the round's admissions conflicted (409) and waited a round
+    (every 10 s, when the two loops met, in the scale benchmark)."""
+    r = runtime
+    r.jobs = {"ns/new": job("new", None, 1)}
+    r.leader_known.set()
+    r.is_leader = True
+    await handlers.resync_once(r)
+    assert calls["plan"] == []
+    r.is_leader = False  # a standby plans it: no round of its own would
+    await handlers.resync_once(r)
+    assert calls["plan"] == ["ns/new"]

@@ -463,11 +463,16 @@ async def resync_loop(r: Runtime) -> None:
 
 async def resync_once(r: Runtime) -> None:
     """One resync round over the cached jobs; a failure on one job does not stop the
-    others. A job without a phase is planned again: kopf never retries event
-    handlers, so a 429/5xx while planning would otherwise leave it phaseless."""
+    others. A job without a phase is planned again (a 429/5xx while planning would
+    otherwise leave it phaseless), except by the leader: its admission rounds plan
+    every phaseless job themselves, and a second planner only made their writes
+    conflict (409) and wait a round."""
+    leader = r.leader_known.is_set() and r.is_leader
     for job in list(r.jobs.values()):
         action = resync_action(job)
         if action is None or not r.watches(job["metadata"]["namespace"]):
+            continue
+        if action is ResyncAction.PLAN and leader:
             continue
         try:
             if action is ResyncAction.PLAN:
