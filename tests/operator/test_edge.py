@@ -90,6 +90,62 @@ async def test_lists_are_paged_and_namespaced() -> None:
     assert all(c[2]["authorization"] == "Bearer t0ken" for c in api.calls)
 
 
+def heavy(name: str) -> dict[str, Any]:
+    """An object as the API returns it, with what the operator never reads."""
+    return {
+        "metadata": {
+            "name": name,
+            "resourceVersion": "5",
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": '{"spec": {}}',
+                "team": "docs",
+            },
+        },
+        "spec": {"documents": ["s3://b/x.pdf"]},
+    }
+
+
+async def test_cached_objects_carry_no_managed_fields_or_last_applied_copy() -> None:
+    """Half of a cached job's or pod's memory was managedFields; every LIST page,
+    single-object answer and watch event is slimmed as it is decoded."""
+    api = Recorder(
+        [
+            (200, {"items": [heavy("a"), heavy("b")], "metadata": {"resourceVersion": "9"}}),
+            (200, heavy("c")),
+        ]
+    )
+    kube = Kube(api)
+    jobs, _ = await kube.list_jobs()
+    job = await kube.get_job("ns", "c")
+    assert job is not None
+    for obj in [*jobs, job]:
+        assert "managedFields" not in obj["metadata"]
+        assert obj["metadata"]["annotations"] == {"team": "docs"}
+        assert obj["spec"] == {"documents": ["s3://b/x.pdf"]}
+
+
+def test_watch_events_are_slimmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [{"type": "ADDED", "object": heavy("a")}, {"type": "BOOKMARK", "object": {}}]
+    body = b"".join(json.dumps(e).encode() + b"\n" for e in lines)
+
+    class Stream(Raw):
+        def stream(self, *_: Any, **__: Any) -> Any:
+            yield body
+
+        def release_conn(self) -> None:
+            pass
+
+    api = Recorder([])
+    monkeypatch.setattr(api, "call_api", lambda *a, **k: Stream(200, None))
+    kube = Kube(api)
+    seen: list[dict[str, Any]] = []
+    kube.watch_jobs(None, "1", lambda kind, obj: seen.append(obj))
+    assert [o["metadata"]["name"] for o in seen] == ["a"]
+    assert "managedFields" not in seen[0]["metadata"]
+    assert seen[0]["metadata"]["annotations"] == {"team": "docs"}
+
+
 async def test_worker_pods_are_selected_on_the_server() -> None:
     api = Recorder([(200, {"items": [], "metadata": {"resourceVersion": "42"}})])
     items, version = await Kube(api).list_worker_pods("app.kubernetes.io/name=zopilot-worker", None)

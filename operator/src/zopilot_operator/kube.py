@@ -204,9 +204,33 @@ class Generic:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
-                        yield json.loads(line)
+                        event = json.loads(line)
+                        slim(event.get("object"))
+                        yield event
         finally:
             raw.release_conn()
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def slim(obj: Any) -> Any:
+    """Drop, in place, what the operator never reads from an API object or from each
+    item of a LIST: ``metadata.managedFields`` (half the decoded size of a job or a
+    pod: 12.5 -> 5.2 KiB per job, 35 -> 17 KiB per pod) and kubectl's
+    last-applied-configuration annotation (a second copy of a spec). The caches hold
+    every job and worker pod, so this is most of the operator's memory at scale.
+    Nothing is ever written back from these copies (status patches only)."""
+    if isinstance(obj, dict):
+        items = obj.get("items")
+        for item in items if isinstance(items, list) else (obj,):
+            meta = item.get("metadata") if isinstance(item, dict) else None
+            if isinstance(meta, dict):
+                meta.pop("managedFields", None)
+                annotations = meta.get("annotations")
+                if isinstance(annotations, dict):
+                    annotations.pop(LAST_APPLIED, None)
+    return obj
 
 
 def _seg(value: str) -> str:
@@ -310,7 +334,7 @@ class Kube:
 
         def call() -> Any:
             data = fn(*args, **kwargs).data
-            return json.loads(data) if data else {}
+            return slim(json.loads(data)) if data else {}
 
         try:
             return await asyncio.to_thread(call)
