@@ -106,6 +106,7 @@ class Runtime:
     job_watches: int = 1
     job_watches_synced: int = 0
     jobs_listed_at: float = float("-inf")
+    relisting: asyncio.Task[None] | None = None  # handlers.start_relist's LIST, while under way
     # Jobs with a follow_attempt task waiting to start (handlers.follow_soon).
     follow_pending: set[str] = field(default_factory=set)
     writes_idle: asyncio.Event = field(default_factory=_set_event)  # no round is writing
@@ -152,11 +153,12 @@ class Runtime:
         if version is not None and self.deleted is not None:
             self.deleted[key] = version
 
-    async def relist_jobs(self) -> None:
-        """LIST the jobs and merge them into the cache (:meth:`remember_jobs`)."""
+    async def relist_jobs(self) -> bool:
+        """LIST the jobs and merge them into the cache (:meth:`remember_jobs`); True
+        if the LIST told the cache something the watch had not."""
         self.deleted = {}
         try:
-            self.remember_jobs(*await self.kube.list_jobs())
+            return self.remember_jobs(*await self.kube.list_jobs())
         finally:
             self.deleted = None
 
@@ -174,7 +176,7 @@ class Runtime:
 
     def remember_jobs(
         self, jobs: Iterable[Mapping[str, Any]], versions: Mapping[str | None, str]
-    ) -> None:
+    ) -> bool:
         """Replace the job cache with a fresh LIST, merged with what the watch and our
         own writes delivered after the LIST's snapshot: ``versions`` gives each LIST's
         resourceVersion by namespace (None: one LIST of all namespaces).
@@ -182,7 +184,8 @@ class Runtime:
         The watch runs on while the LIST is under way, so the cache may hold jobs
         created after the snapshot (kept: without that, jobs created during a LIST
         waited a whole admission interval), copies newer than the LIST's (kept), and
-        lack jobs deleted after it (not brought back)."""
+        lack jobs deleted after it (not brought back). True if the cache changed:
+        the watch had missed something."""
 
         def snapshot(key: str) -> int | None:
             raw = versions[None] if None in versions else versions.get(key.split("/", 1)[0])
@@ -198,12 +201,21 @@ class Runtime:
             if gone is not None and (at is None or gone > at):
                 continue  # deleted after the snapshot
             old = self.jobs.get(key)
-            fresh[key] = old if old is not None and is_older(job, old) else dict(job)
+            mine, listed = (_version(old) if old is not None else None), _version(job)
+            # The newer copy (also across a delete and re-create: versions are
+            # etcd's, global); on a tie the cached one, so an unchanged job is
+            # no change.
+            keep = old is not None and mine is not None and listed is not None and mine >= listed
+            fresh[key] = old if keep and old is not None else dict(job)
         for key, old in self.jobs.items():
             at, version = snapshot(key), _version(old)
             if key not in fresh and at is not None and version is not None and version > at:
                 fresh[key] = old  # created (or changed) after the snapshot
+        changed = fresh.keys() != self.jobs.keys() or any(
+            fresh[k] is not self.jobs[k] for k in fresh
+        )
         self.jobs = fresh
+        return changed
 
     def remember_pod(self, kind: str, pod: Mapping[str, Any]) -> None:
         key = job_key(pod)
